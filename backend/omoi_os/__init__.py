@@ -1,0 +1,1 @@
+"""omoi_os backend: when agent memories get consolidated, as durable, queued jobs."""

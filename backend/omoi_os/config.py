@@ -1,0 +1,166 @@
+"""Application settings: one pydantic-settings class, read from `OMOI_*` variables and `.env`.
+
+Every value is checked when `AppSettings` is built, so a bad cron string, time zone,
+range or database URL stops start-up with a message that names the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from omoi_os.services.consolidation.schedule import CronSchedule, parse_timezone
+
+SUPPORTED_DATABASES = ("sqlite", "postgresql")
+MIN_TOKEN_LENGTH = 16
+
+
+def default_data_dir() -> Path:
+    """Where the embedded SQLite database lives unless told otherwise (XDG data home)."""
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "omoi-os"
+
+
+class AppSettings(BaseSettings):
+    """The backend's configuration. Build one per app or test; never mutate it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OMOI_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="Directory of the embedded SQLite database (used when database_url is unset)",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL; empty means a SQLite file in data_dir. "
+        "postgres:// and postgresql:// are read as postgresql+psycopg://",
+    )
+
+    consolidation_schedule: str = Field(
+        default="0 2 * * *",
+        description="Cron schedule for consolidation (crontab(5), default: daily at 2 AM)",
+    )
+    consolidation_timezone: str = Field(
+        default="UTC", description="IANA time zone the schedule is read in"
+    )
+    consolidation_threshold: int = Field(
+        default=100,
+        ge=10,
+        le=1000,
+        description="Number of unconsolidated memories to trigger consolidation",
+    )
+    consolidation_timeout: int = Field(
+        default=600, ge=60, le=3600, description="Max seconds per consolidation job"
+    )
+    consolidation_cooldown: int = Field(
+        default=300,
+        ge=0,
+        le=86_400,
+        description="Seconds after a project's last job finished during which the "
+        "threshold does not fire again",
+    )
+    consolidation_misfire_grace: int = Field(
+        default=3600,
+        ge=0,
+        le=7 * 86_400,
+        description="A tick missed while no replica ran is caught up at start-up if it "
+        "is younger than this many seconds",
+    )
+    consolidation_debounce: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="Seconds after a threshold crossing before its job may be claimed, "
+        "so that a burst of writes is consolidated once",
+    )
+
+    api_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="Bearer tokens as comma-separated name:token pairs; the name is "
+        "recorded as triggered_by",
+    )
+
+    @field_validator("consolidation_schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        CronSchedule.parse(value)
+        return value
+
+    @field_validator("consolidation_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        return normalise_database_url(value) if value.strip() else ""
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: Any) -> Any:
+        return parse_api_tokens(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> AppSettings:
+        if not self.database_url:
+            sqlite_url = URL.create("sqlite", database=str(self.data_dir / "omoi_os.db"))
+            object.__setattr__(self, "database_url", sqlite_url.render_as_string())
+        return self
+
+    @property
+    def schedule(self) -> CronSchedule:
+        """The validated schedule in its time zone."""
+        return CronSchedule.parse(self.consolidation_schedule, self.consolidation_timezone)
+
+
+def normalise_database_url(raw: str) -> str:
+    """Check `raw` is a URL we support; point PostgreSQL URLs at the psycopg 3 driver."""
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError as exc:
+        raise ValueError(f"{raw!r} is not a database URL ({exc})") from exc
+    if url.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
+        url = url.set(drivername="postgresql+psycopg")
+    elif url.get_backend_name() in ("postgres", "postgresql"):
+        raise ValueError(f"driver {url.drivername!r} is not supported (use postgresql+psycopg)")
+    elif url.get_backend_name() not in SUPPORTED_DATABASES:
+        raise ValueError(
+            f"{url.drivername!r} databases are not supported (use sqlite or postgresql)"
+        )
+    if url.get_backend_name() == "postgresql" and not url.database:
+        raise ValueError(f"{url.render_as_string()!r} names no database")
+    return url.render_as_string(hide_password=False)
+
+
+def parse_api_tokens(raw: str) -> dict[str, SecretStr]:
+    """Read `name:token,name:token`; reject blanks, duplicates and short tokens."""
+    tokens: dict[str, SecretStr] = {}
+    for pair in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, token = pair.partition(":")
+        name, token = name.strip(), token.strip()
+        if not sep or not name or not token:
+            raise ValueError(f"entry {name or pair!r} is not of the form name:token")
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ValueError(f"the token of {name!r} is shorter than {MIN_TOKEN_LENGTH} characters")
+        if name in tokens:
+            raise ValueError(f"{name!r} is named twice")
+        tokens[name] = SecretStr(token)
+    return tokens
+
+
+@lru_cache(maxsize=1)
+def get_app_settings() -> AppSettings:
+    """The process-wide settings, read once. Tests build their own `AppSettings(...)`
+    or call `get_app_settings.cache_clear()` after changing the environment."""
+    return AppSettings()

@@ -1,0 +1,28 @@
+"""The backend's tables. Importing this package registers all of them on Base.metadata."""
+
+from omoi_os.models.base import Base
+from omoi_os.models.consolidation_job import (
+    ACTIVE_JOB_STATUSES,
+    FINISHED_JOB_STATUSES,
+    ConsolidationJob,
+    JobStatus,
+    TriggerType,
+)
+from omoi_os.models.project import Project
+from omoi_os.models.task_memory import MemoryTier, MemoryType, TaskMemory
+from omoi_os.models.task_queue import QueuedTask, TaskState
+
+__all__ = [
+    "ACTIVE_JOB_STATUSES",
+    "FINISHED_JOB_STATUSES",
+    "Base",
+    "ConsolidationJob",
+    "JobStatus",
+    "MemoryTier",
+    "MemoryType",
+    "Project",
+    "QueuedTask",
+    "TaskMemory",
+    "TaskState",
+    "TriggerType",
+]

@@ -1,0 +1,84 @@
+"""A consolidation job: one decision to consolidate a project's memories, and its outcome."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from omoi_os.clock import utc_now
+from omoi_os.models.base import Base, BigIntId, JsonDocument, string_enum
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_JOB_STATUSES
+
+
+ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
+FINISHED_JOB_STATUSES = tuple(status for status in JobStatus if status not in ACTIVE_JOB_STATUSES)
+
+
+class TriggerType(StrEnum):
+    SCHEDULED = "scheduled"
+    THRESHOLD = "threshold"
+    MANUAL = "manual"
+
+
+# Spelled out once: the partial unique index must match what the service queries.
+_ACTIVE_SQL = "status IN ('pending', 'running')"
+
+
+class ConsolidationJob(Base):
+    __tablename__ = "consolidation_jobs"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    trigger_type: Mapped[TriggerType] = mapped_column(string_enum(TriggerType, "trigger_type"))
+    scope: Mapped[dict[str, Any]] = mapped_column(JsonDocument, default=dict)
+    status: Mapped[JobStatus] = mapped_column(
+        string_enum(JobStatus, "job_status"),
+        default=JobStatus.PENDING,
+    )
+    triggered_by: Mapped[str] = mapped_column(String(200))
+    # The cron tick (UTC) a scheduled job stands for; NULL for other triggers.
+    scheduled_for: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    result: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        # Invariant 1: at most one pending or running job per project.
+        Index(
+            "uq_consolidation_jobs_one_active_per_project",
+            "project_id",
+            unique=True,
+            postgresql_where=text(_ACTIVE_SQL),
+            sqlite_where=text(_ACTIVE_SQL),
+        ),
+        # Invariant 2: one scheduled job per project per tick, whatever the replicas.
+        # scheduled_for leads so a tick's jobs can be found by it; NULLs never clash.
+        UniqueConstraint("scheduled_for", "project_id"),
+        Index("ix_consolidation_jobs_project_id_id", "project_id", "id"),
+        Index("ix_consolidation_jobs_project_id_finished_at", "project_id", "finished_at"),
+        Index(
+            "ix_consolidation_jobs_running_started_at",
+            "started_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )

@@ -1,0 +1,63 @@
+"""A task memory: one lesson an agent learned, waiting to be consolidated."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from omoi_os.clock import utc_now
+from omoi_os.models.base import Base, BigIntId, string_enum
+
+
+class MemoryType(StrEnum):
+    ERROR_FIX = "error_fix"
+    DISCOVERY = "discovery"
+    DECISION = "decision"
+    LEARNING = "learning"
+    WARNING = "warning"
+    CODEBASE_KNOWLEDGE = "codebase_knowledge"
+
+
+class MemoryTier(StrEnum):
+    HOT = "hot"
+    WARM = "warm"
+    COLD = "cold"
+
+
+class TaskMemory(Base):
+    __tablename__ = "task_memories"
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    memory_type: Mapped[MemoryType] = mapped_column(string_enum(MemoryType, "memory_type"))
+    execution_summary: Mapped[str] = mapped_column(Text)
+    success: Mapped[bool] = mapped_column(default=True)
+    reused_count: Mapped[int] = mapped_column(default=0)
+    learned_at: Mapped[datetime] = mapped_column(default=utc_now)
+
+    is_consolidated: Mapped[bool] = mapped_column(default=False)
+    consolidated_at: Mapped[datetime | None]
+    consolidation_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("consolidation_jobs.id", ondelete="SET NULL")
+    )
+    consolidation_score: Mapped[float | None]
+    tier: Mapped[MemoryTier | None] = mapped_column(string_enum(MemoryTier, "memory_tier"))
+
+    __table_args__ = (
+        CheckConstraint("reused_count >= 0", name="reused_count_not_negative"),
+        # The threshold probe and the worker read "unconsolidated memories of a
+        # project"; a partial index keeps that read small however large the
+        # consolidated history grows.
+        Index(
+            "ix_task_memories_unconsolidated",
+            "project_id",
+            "id",
+            postgresql_where=text("NOT is_consolidated"),
+            sqlite_where=text("is_consolidated = 0"),
+        ),
+        Index("ix_task_memories_project_id_learned_at", "project_id", "learned_at"),
+    )

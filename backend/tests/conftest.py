@@ -1,0 +1,164 @@
+"""Shared fixtures: every database test runs on SQLite and on PostgreSQL, on a schema
+made by Alembic (never create_all). PostgreSQL must be reachable: an unreachable
+server fails the run unless OMOI_TEST_SKIP_POSTGRES=1 is set outside CI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from omoi_os import migrations
+from omoi_os.config import get_app_settings
+from omoi_os.models import Base
+from omoi_os.services.database import DatabaseService
+
+from .factories import Factories
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "OMOI_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+DATABASES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test reads the developer's OMOI_* variables, .env or data directory."""
+    for name in list(os.environ):
+        if name.startswith("OMOI_") and name not in ("OMOI_TEST_POSTGRES_URL",):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.chdir(tmp_path)
+    get_app_settings.cache_clear()
+    yield
+    get_app_settings.cache_clear()
+
+
+# --- PostgreSQL -------------------------------------------------------------------
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def _admin_execute(sql: str) -> None:
+    with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+def _require_postgres() -> None:
+    try:
+        _admin_execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        message = (
+            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc}). Start it "
+            "(see README) or, outside CI only, set OMOI_TEST_SKIP_POSTGRES=1."
+        )
+        if os.environ.get("OMOI_TEST_SKIP_POSTGRES") == "1" and os.environ.get("CI") != "true":
+            pytest.skip(message)
+        pytest.fail(message)
+
+
+def create_postgres_database(prefix: str = "omoi_test") -> str:
+    """Create an empty database for this run and return its URL."""
+    _require_postgres()
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    _admin_execute(f'CREATE DATABASE "{name}"')
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_postgres_database(url: str) -> None:
+    _admin_execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_url() -> Iterator[str]:
+    """One migrated PostgreSQL database for the whole run, emptied after each test."""
+    url = create_postgres_database()
+    try:
+        migrations.upgrade(url)
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+def _truncate_all(url: str) -> None:
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    service = DatabaseService(url)
+    try:
+        with service.transaction() as session:
+            session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    finally:
+        service.dispose()
+
+
+# --- SQLite -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that each test copies instead of migrating again."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    url = f"sqlite:///{path}"
+    migrations.upgrade(url)
+    service = DatabaseService(url)
+    raw = service.engine.raw_connection()  # autocommit: a checkpoint cannot run in a transaction
+    raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw.close()
+    service.dispose()
+    return path
+
+
+# --- What tests use -----------------------------------------------------------------
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of each kind."""
+    if request.param == "sqlite":
+        path = tmp_path / "omoi_test.db"
+        shutil.copy(request.getfixturevalue("migrated_sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    url = request.getfixturevalue("migrated_postgres_url")
+    yield url
+    _truncate_all(url)
+
+
+@pytest.fixture(params=DATABASES)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database of each kind with no tables at all (for migration tests)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    url = create_postgres_database("omoi_empty")
+    try:
+        yield url
+    finally:
+        drop_postgres_database(url)
+
+
+@pytest.fixture
+def postgres_url(migrated_postgres_url: str) -> Iterator[str]:
+    """The migrated PostgreSQL database alone, for tests of what only it has
+    (row locks under real concurrency, NOTIFY). They carry the postgres_only mark."""
+    yield migrated_postgres_url
+    _truncate_all(migrated_postgres_url)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[DatabaseService]:
+    service = DatabaseService(database_url)
+    yield service
+    service.dispose()
+
+
+@pytest.fixture
+def factories(db: DatabaseService) -> Factories:
+    return Factories(db)
