@@ -162,3 +162,25 @@ def db(database_url: str) -> Iterator[DatabaseService]:
 @pytest.fixture
 def factories(db: DatabaseService) -> Factories:
     return Factories(db)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many tests ran against each database, so a run that silently lost
+    PostgreSQL is visible at a glance."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "error", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") != "call" and outcome != "error":
+                continue
+            keywords = getattr(report, "keywords", {})
+            kind = (
+                "postgresql"
+                if "postgresql" in keywords or "postgres_only" in keywords
+                else ("sqlite" if "sqlite" in keywords else None)
+            )
+            if kind:
+                counts.setdefault(kind, {}).setdefault(outcome, 0)
+                counts[kind][outcome] += 1
+    for kind in DATABASES:
+        tally = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.get(kind, {}).items()))
+        terminalreporter.write_line(f"{kind} tests: {tally or 'none ran'}")
