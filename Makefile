@@ -29,8 +29,8 @@ migrate: $(INSTALLED)
 	$(BIN)/omoi-os migrate
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check backend
-	$(BIN)/ruff format --check backend
+	$(BIN)/ruff check backend bench
+	$(BIN)/ruff format --check backend bench
 	$(BIN)/mypy
 
 bench: $(INSTALLED)

@@ -7,6 +7,7 @@ from omoi_os.models.consolidation_job import (
     ConsolidationJob,
     JobStatus,
     TriggerType,
+    is_active_job,
 )
 from omoi_os.models.project import Project
 from omoi_os.models.task_memory import MemoryTier, MemoryType, TaskMemory
@@ -25,4 +26,5 @@ __all__ = [
     "TaskMemory",
     "TaskState",
     "TriggerType",
+    "is_active_job",
 ]

@@ -7,7 +7,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    ColumnElement,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    literal_column,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from omoi_os.clock import utc_now
@@ -39,6 +48,16 @@ class TriggerType(StrEnum):
 
 # Spelled out once: the partial unique index must match what the service queries.
 _ACTIVE_SQL = "status IN ('pending', 'running')"
+
+
+def is_active_job() -> ColumnElement[bool]:
+    """SQL for "this job is pending or running", with the statuses inline as the
+    partial unique index spells them: no per-execution IN-list expansion, and the
+    planner can match the index even in a generic plan."""
+    statuses: list[ColumnElement[str]] = [
+        literal_column(f"'{status.value}'") for status in ACTIVE_JOB_STATUSES
+    ]
+    return ConsolidationJob.status.in_(statuses)
 
 
 class ConsolidationJob(Base):

@@ -268,6 +268,28 @@ class TaskQueueService:
             logger.warning("reclaimed %d task(s) whose lease expired", reclaimed)
         return reclaimed
 
+    def abandon(self, session: Session, task_type: str, task_ids: list[str], reason: str) -> int:
+        """Give up on unfinished tasks (their work was cancelled or timed out elsewhere),
+        inside the caller's transaction. A worker still holding one is fenced out."""
+        if not task_ids:
+            return 0
+        statement = (
+            update(QueuedTask)
+            .where(
+                QueuedTask.task_type == task_type,
+                QueuedTask.task_id.in_(task_ids),
+                QueuedTask.state.in_([TaskState.QUEUED, TaskState.CLAIMED]),
+            )
+            .values(
+                state=TaskState.DEAD,
+                finished_at=self._clock(),
+                last_error=reason,
+                claimed_by=None,
+                lease_expires_at=None,
+            )
+        )
+        return execute_counting(session, statement)
+
     def counts_by_state(self, task_type: str | None = None) -> dict[TaskState, int]:
         """How many tasks are in each state (for metrics and health)."""
         statement = select(QueuedTask.state, func.count()).group_by(QueuedTask.state)

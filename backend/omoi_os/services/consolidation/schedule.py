@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from apscheduler.triggers.base import BaseTrigger
 from cronsim import CronSim, CronSimError
 
 FIELD_NAMES = ("minute", "hour", "day of month", "month", "day of week")
@@ -42,8 +43,10 @@ _NAMES = {
     "day of week": r"sun|mon|tue|wed|thu|fri|sat",
 }
 
-# A year is enough to see every month; leap days need up to eight.
-_SEARCH_HORIZON = timedelta(days=8 * 366)
+# How far back latest_tick looks: a window doubling from two hours to beyond
+# eight years (a 29 February that is also a given weekday can be that far back).
+_FIRST_LOOKBACK = timedelta(hours=2)
+_LOOKBACK_HORIZON = timedelta(days=8 * 366)
 
 
 class InvalidSchedule(ValueError):
@@ -114,8 +117,6 @@ class CronSchedule:
         after_utc = _as_utc(after)
         for local_tick in CronSim(self.expression, after_utc.astimezone(self.timezone)):
             tick = local_tick.astimezone(UTC)
-            if tick > after_utc + _SEARCH_HORIZON:
-                return
             # Inside a repeated (fall-back) hour cronsim may answer with the first
             # occurrence of a wall time although `after` is in the second one.
             if tick > after_utc:
@@ -136,15 +137,18 @@ class CronSchedule:
         return ticks
 
     def latest_tick(self, at_or_before: datetime) -> datetime | None:
-        """The last tick at or before `at_or_before` (within the search horizon)."""
+        """The last tick at or before `at_or_before`, or None if there is none in years.
+
+        Found by iterating forward over a window that doubles until it holds a tick:
+        reverse iteration does not see a DST fall-back hour the way forward iteration
+        (and cron) does, and the two must agree on which instants are ticks."""
         limit = _as_utc(at_or_before)
-        local = limit.astimezone(self.timezone)
-        for local_tick in CronSim(self.expression, local + timedelta(seconds=1), reverse=True):
-            tick = local_tick.astimezone(UTC)
-            if tick < limit - _SEARCH_HORIZON:
-                return None
-            if tick <= limit:
-                return tick
+        window = _FIRST_LOOKBACK
+        while window <= _LOOKBACK_HORIZON:
+            ticks = self.ticks_between(limit - window, limit)
+            if ticks:
+                return ticks[-1]
+            window *= 2
         return None
 
     def __str__(self) -> str:
@@ -164,3 +168,22 @@ def _describe(exc: CronSimError, expression: str) -> str:
         if name == reported:
             return f"bad {name} field {field!r} (a value out of range, or a date that never occurs)"
     return str(exc) or "not a valid crontab schedule"
+
+
+class ScheduleTrigger(BaseTrigger):  # type: ignore[misc]
+    """An APScheduler trigger that fires on a CronSchedule's ticks (APScheduler keeps
+    the timing: sleeping, misfires, coalescing; the schedule decides the instants)."""
+
+    def __init__(self, schedule: CronSchedule) -> None:
+        self.schedule = schedule
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None:
+            return self.schedule.next_tick(previous_fire_time)
+        # The first fire time may be `now` itself if a tick falls exactly on it.
+        return self.schedule.next_tick(now - timedelta(microseconds=1))
+
+    def __str__(self) -> str:
+        return f"crontab[{self.schedule}]"

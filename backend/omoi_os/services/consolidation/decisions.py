@@ -1,0 +1,85 @@
+"""The trigger decisions as plain functions of explicit inputs: no database, no clock.
+
+The service gathers the inputs (one query), asks these functions, and writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from omoi_os.services.consolidation.schedule import CronSchedule
+
+# A scheduler callback may run a moment before the clock it reads says the tick
+# has come; ticks are at least a minute apart, so a second of slack is unambiguous.
+TICK_TOLERANCE = timedelta(seconds=1)
+
+
+class TriggerOutcome(StrEnum):
+    """What a trigger decided (also the `outcome` label of the trigger metric)."""
+
+    CREATED = "created"
+    SKIPPED_ACTIVE = "skipped_active"
+    SKIPPED_COOLDOWN = "skipped_cooldown"
+    SKIPPED_BELOW_THRESHOLD = "skipped_below_threshold"
+    SKIPPED_INACTIVE = "skipped_inactive"
+    SKIPPED_RECORDED = "skipped_recorded"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class ThresholdProbe:
+    """What the threshold check knows about a project, read in one query."""
+
+    project_active: bool
+    active_job_id: int | None
+    last_finished_at: datetime | None
+    unconsolidated: int  # counted up to the threshold, never further
+
+
+def threshold_crossed(unconsolidated: int, threshold: int) -> bool:
+    return unconsolidated >= threshold
+
+
+def cooldown_over(last_finished_at: datetime | None, now: datetime, cooldown: timedelta) -> bool:
+    return last_finished_at is None or now - last_finished_at >= cooldown
+
+
+def decide_threshold(
+    probe: ThresholdProbe, *, threshold: int, cooldown: timedelta, now: datetime
+) -> TriggerOutcome:
+    """Should this memory write start a consolidation job?"""
+    if not probe.project_active:
+        return TriggerOutcome.SKIPPED_INACTIVE
+    if probe.active_job_id is not None:
+        return TriggerOutcome.SKIPPED_ACTIVE
+    if not threshold_crossed(probe.unconsolidated, threshold):
+        return TriggerOutcome.SKIPPED_BELOW_THRESHOLD
+    if not cooldown_over(probe.last_finished_at, now, cooldown):
+        return TriggerOutcome.SKIPPED_COOLDOWN
+    return TriggerOutcome.CREATED
+
+
+def due_tick(schedule: CronSchedule, now: datetime) -> datetime | None:
+    """The tick a scheduler callback running at `now` stands for: the latest one.
+    Ticks missed in between coalesce into it."""
+    return schedule.latest_tick(now + TICK_TOLERANCE)
+
+
+class CatchUp(StrEnum):
+    RUN = "run"  # the latest tick was missed and is young enough: run it once now
+    TOO_OLD = "too_old"  # missed, but older than the grace: skip it (and say so)
+    NOT_NEEDED = "not_needed"  # no tick yet, or the latest one was recorded
+
+
+def decide_catch_up(
+    latest_tick: datetime | None, recorded: bool, now: datetime, grace: timedelta
+) -> CatchUp:
+    """At start-up: what to do about the latest tick, which may have passed while no
+    replica ran. Only the latest tick is considered, so missed ticks coalesce."""
+    if latest_tick is None or recorded:
+        return CatchUp.NOT_NEEDED
+    if now - latest_tick <= grace:
+        return CatchUp.RUN
+    return CatchUp.TOO_OLD

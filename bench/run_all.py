@@ -1,0 +1,17 @@
+"""Run every benchmark in turn (`make bench`). Needs PostgreSQL, as the tests do."""
+
+from __future__ import annotations
+
+from bench import threshold_probe, tick_fanout
+
+BENCHMARKS = (threshold_probe, tick_fanout)
+
+
+def main() -> None:
+    for benchmark in BENCHMARKS:
+        benchmark.main()
+        print()
+
+
+if __name__ == "__main__":
+    main()
