@@ -7,9 +7,9 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: run test install migrate lint bench lock clean
 
-## run: install, migrate the embedded SQLite default (the server lands with the app issue)
+## run: install, migrate the embedded SQLite default, serve the API with the scheduler
 run: $(INSTALLED)
-	$(BIN)/omoi-os migrate
+	$(BIN)/omoi-os serve
 
 ## test: install, then run the whole test suite (SQLite and PostgreSQL)
 test: $(INSTALLED)

@@ -1,8 +1,25 @@
-"""Prometheus metrics of the consolidation triggers (served at GET /metrics)."""
+"""Prometheus metrics (served at GET /metrics).
+
+Counters and histograms live in the process-wide registry and are updated where the
+event happens. Gauges of what is in the database (active jobs, queue depth) are read
+at scrape time, from indexed queries that stay cheap as history grows.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import logging
+from collections.abc import Iterable
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from omoi_os.models import ACTIVE_JOB_STATUSES, QueuedTask, TaskState
+from omoi_os.services.consolidation import jobs
+from omoi_os.services.database import DatabaseService
+
+logger = logging.getLogger(__name__)
 
 TRIGGERS = Counter(
     "omoi_consolidation_triggers_total",
@@ -19,3 +36,63 @@ THRESHOLD_CHECK_SECONDS = Histogram(
     "Time of one threshold check (probe, decision and, if due, the job)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+JOBS_FINISHED = Counter(
+    "omoi_consolidation_jobs_finished_total",
+    "Consolidation jobs this process ended, by final status",
+    ["status"],
+)
+
+_UNFINISHED_TASKS = [TaskState.QUEUED, TaskState.CLAIMED]
+
+
+class DatabaseGauges(Collector):
+    """Active jobs by status and queue depth by task type and state, read per scrape."""
+
+    def __init__(self, db: DatabaseService) -> None:
+        self._db = db
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("omoi_database_up", "1 if the database answered this scrape")
+        active = GaugeMetricFamily(
+            "omoi_consolidation_jobs", "Pending and running consolidation jobs", labels=["status"]
+        )
+        depth = GaugeMetricFamily(
+            "omoi_task_queue_depth", "Unfinished queue tasks", labels=["task_type", "state"]
+        )
+        try:
+            with self._db.get_session() as session:
+                by_status = jobs.count_jobs_by_status(session, list(ACTIVE_JOB_STATUSES))
+                statement = (
+                    select(QueuedTask.task_type, QueuedTask.state, func.count())
+                    .where(QueuedTask.state.in_(_UNFINISHED_TASKS))
+                    .group_by(QueuedTask.task_type, QueuedTask.state)
+                )
+                queue_rows = session.execute(statement).all()
+        except Exception as exc:  # a scrape must still answer when the database does not
+            logger.warning("metrics: database unavailable: %s", exc.__class__.__name__)
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        for status, count in by_status.items():
+            active.add_metric([status.value], count)
+        for task_type, state, count in queue_rows:
+            depth.add_metric([task_type, state.value], count)
+        return [up, active, depth]
+
+
+class _Delegate(Collector):
+    """Exposes another registry's metrics through this one."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self._registry.collect()
+
+
+def build_registry(db: DatabaseService) -> CollectorRegistry:
+    """One app's registry: the process-wide metrics plus its database's gauges."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Delegate(REGISTRY))
+    registry.register(DatabaseGauges(db))
+    return registry

@@ -172,11 +172,12 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for report in terminalreporter.stats.get(outcome, []):
             if getattr(report, "when", "call") != "call" and outcome != "error":
                 continue
-            keywords = getattr(report, "keywords", {})
+            params = report.nodeid.partition("[")[2].rstrip("]").split("-")
+            marked = "postgres_only" in getattr(report, "keywords", {})
             kind = (
                 "postgresql"
-                if "postgresql" in keywords or "postgres_only" in keywords
-                else ("sqlite" if "sqlite" in keywords else None)
+                if "postgresql" in params or marked
+                else ("sqlite" if "sqlite" in params else None)
             )
             if kind:
                 counts.setdefault(kind, {}).setdefault(outcome, 0)

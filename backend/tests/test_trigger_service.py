@@ -490,7 +490,7 @@ def test_a_missed_tick_older_than_the_grace_is_skipped_and_logged(
     clock.set(T0.replace(hour=4, minute=0, second=1))
     triggers = make_triggers(consolidation_schedule="0 2 * * *", consolidation_misfire_grace=7200)
 
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         assert triggers.catch_up_missed_tick() is CatchUp.TOO_OLD
 
     assert _jobs(db) == []

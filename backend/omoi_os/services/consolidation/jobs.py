@@ -36,6 +36,7 @@ from omoi_os.models import (
 )
 from omoi_os.models.base import cast_table
 from omoi_os.services.consolidation.decisions import ThresholdProbe
+from omoi_os.services.consolidation.errors import JobNotFound
 from omoi_os.services.database import execute_counting, insert_ignoring_conflicts
 
 # The queue's task_type for consolidation jobs; the task_id is the job id as text.
@@ -140,6 +141,42 @@ def active_job_id(session: Session, project_id: uuid.UUID) -> int | None:
         is_active_job(),
     )
     return session.scalar(statement)
+
+
+def get_job(session: Session, job_id: int) -> ConsolidationJob:
+    job = session.get(ConsolidationJob, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def list_jobs(
+    session: Session,
+    project_id: uuid.UUID | None,
+    *,
+    status: JobStatus | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[ConsolidationJob]:
+    """Jobs, newest first: of one project, or of all when project_id is None."""
+    statement = (
+        select(ConsolidationJob).order_by(ConsolidationJob.id.desc()).limit(limit).offset(offset)
+    )
+    if project_id is not None:
+        statement = statement.where(ConsolidationJob.project_id == project_id)
+    if status is not None:
+        statement = statement.where(ConsolidationJob.status == status)
+    return list(session.scalars(statement))
+
+
+def count_jobs_by_status(session: Session, statuses: list[JobStatus]) -> dict[JobStatus, int]:
+    statement = (
+        select(ConsolidationJob.status, func.count())
+        .where(ConsolidationJob.status.in_(statuses))
+        .group_by(ConsolidationJob.status)
+    )
+    counts = {status: count for status, count in session.execute(statement)}
+    return {status: counts.get(status, 0) for status in statuses}
 
 
 def _threshold_probe_statement() -> Select[Any]:

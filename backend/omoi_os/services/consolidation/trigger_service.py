@@ -34,8 +34,13 @@ from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings, get_app_settings
-from omoi_os.metrics import THRESHOLD_CHECK_SECONDS, TICK_FANOUT_SECONDS, TRIGGERS
-from omoi_os.models import Project, TriggerType
+from omoi_os.metrics import (
+    JOBS_FINISHED,
+    THRESHOLD_CHECK_SECONDS,
+    TICK_FANOUT_SECONDS,
+    TRIGGERS,
+)
+from omoi_os.models import JobStatus, Project, TriggerType
 from omoi_os.services.consolidation import jobs
 from omoi_os.services.consolidation.decisions import (
     CatchUp,
@@ -411,7 +416,7 @@ class ConsolidationTriggerService:
             logger.info("catching up missed tick %s", latest.isoformat())
             self.run_scheduled_tick(latest)
         elif decision is CatchUp.TOO_OLD and latest is not None:
-            logger.warning(
+            logger.info(
                 "missed tick %s is older than consolidation_misfire_grace (%s); skipped",
                 latest.isoformat(),
                 grace,
@@ -438,6 +443,8 @@ class ConsolidationTriggerService:
                 session, jobs.CONSOLIDATION_TASK, [str(job_id) for job_id, _ in timed_out], reason
             )
             failed = jobs.fail_jobs_with_dead_tasks(session, now=now)
+        JOBS_FINISHED.labels(JobStatus.TIMED_OUT.value).inc(len(timed_out))
+        JOBS_FINISHED.labels(JobStatus.FAILED.value).inc(len(failed))
         for job_id, project in timed_out:
             logger.warning("sweeper: job %d of project %s timed out", job_id, project)
         for job_id, project in failed:

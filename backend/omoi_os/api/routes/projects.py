@@ -1,0 +1,67 @@
+"""Projects and their memories."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from omoi_os.api.deps import AppServices
+from omoi_os.api.errors import error_responses
+from omoi_os.api.schemas import (
+    MemoryCreate,
+    MemoryCreated,
+    MemoryOut,
+    ProjectCreate,
+    ProjectOut,
+    ProjectUpdate,
+)
+from omoi_os.services.memory import NewMemory
+
+router = APIRouter(prefix="/projects", tags=["projects"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProjectOut)
+def create_project(body: ProjectCreate, services: AppServices) -> ProjectOut:
+    """Create a project."""
+    project = services.projects.create(body.name, is_active=body.is_active)
+    return ProjectOut.model_validate(project)
+
+
+@router.get("/{project_id}", response_model=ProjectOut, responses=error_responses(404))
+def get_project(project_id: uuid.UUID, services: AppServices) -> ProjectOut:
+    """Read a project."""
+    return ProjectOut.model_validate(services.projects.get(project_id))
+
+
+@router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(404))
+def update_project(project_id: uuid.UUID, body: ProjectUpdate, services: AppServices) -> ProjectOut:
+    """Rename a project, or (de)activate it. Inactive projects are not consolidated."""
+    project = services.projects.update(project_id, name=body.name, is_active=body.is_active)
+    return ProjectOut.model_validate(project)
+
+
+@router.post(
+    "/{project_id}/memories",
+    status_code=status.HTTP_201_CREATED,
+    response_model=MemoryCreated,
+    responses=error_responses(404),
+)
+def create_memory(
+    project_id: uuid.UUID, body: MemoryCreate, services: AppServices
+) -> MemoryCreated:
+    """Store a memory. It commits first; then the threshold check runs, and the answer
+    says whether it started a consolidation job. A failing check never loses the memory."""
+    new = NewMemory(
+        memory_type=body.memory_type,
+        execution_summary=body.execution_summary,
+        success=body.success,
+        reused_count=body.reused_count,
+        learned_at=body.learned_at,
+    )
+    stored = services.memories.create_memory_sync(project_id, new)
+    return MemoryCreated(
+        memory=MemoryOut.model_validate(stored.memory),
+        consolidation_job_id=stored.triggered_job_id,
+        threshold_check_failed=stored.threshold_check_failed,
+    )

@@ -1,0 +1,63 @@
+"""Schedule (under /api/v1), health and metrics (at the root, for probes and scrapers)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from omoi_os.api.deps import AppServices
+from omoi_os.api.schemas import HealthOut, ScheduleOut
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/consolidation/schedule", response_model=ScheduleOut)
+def read_schedule(services: AppServices) -> ScheduleOut:
+    """The consolidation schedule, its next run, and the trigger settings."""
+    settings, triggers = services.settings, services.triggers
+    next_run = triggers.next_run_time()
+    return ScheduleOut(
+        cron=settings.consolidation_schedule,
+        timezone=settings.consolidation_timezone,
+        next_run_utc=next_run,
+        next_run_local=next_run.astimezone(triggers.schedule.timezone) if next_run else None,
+        threshold=settings.consolidation_threshold,
+        cooldown_seconds=settings.consolidation_cooldown,
+        debounce_seconds=settings.consolidation_debounce,
+        misfire_grace_seconds=settings.consolidation_misfire_grace,
+        timeout_seconds=settings.consolidation_timeout,
+        scheduler_running=triggers.running,
+    )
+
+
+HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Database reachable and scheduler running", "model": HealthOut},
+    503: {"description": "Database unreachable or scheduler stopped", "model": HealthOut},
+}
+
+
+def health(services: AppServices) -> JSONResponse:
+    """200 when the database answers and the scheduler runs; 503 otherwise."""
+    try:
+        services.db.ping()
+        database = "ok"
+    except Exception as exc:  # any failure to answer is "unavailable" here
+        logger.warning("health check: database unavailable: %s", exc.__class__.__name__)
+        database = "unavailable"
+    scheduler = "running" if services.triggers.running else "stopped"
+    healthy = database == "ok" and scheduler == "running"
+    body = HealthOut(
+        status="ok" if healthy else "unavailable", database=database, scheduler=scheduler
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+
+def metrics(services: AppServices) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    return Response(generate_latest(services.metrics_registry), media_type=CONTENT_TYPE_LATEST)

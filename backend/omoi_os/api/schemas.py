@@ -1,0 +1,168 @@
+"""Request and response bodies of the HTTP API. Requests reject unknown fields."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from omoi_os.models import JobStatus, MemoryType, TriggerType
+from omoi_os.services.consolidation.scope import ConsolidationScope
+
+PROJECT_ID_EXAMPLE = "3f1c2a4e-8d0b-4b7e-9a51-2c6f0e9d7b13"
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Response(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+# --- projects ---------------------------------------------------------------------------
+
+
+class ProjectCreate(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "checkout-service"}]})
+
+    name: str = Field(min_length=1, max_length=200)
+    is_active: bool = True
+
+
+class ProjectUpdate(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    is_active: bool | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> ProjectUpdate:
+        if self.name is None and self.is_active is None:
+            raise ValueError("give at least one of name, is_active")
+        return self
+
+
+class ProjectOut(Response):
+    id: uuid.UUID
+    name: str
+    is_active: bool
+    created_at: datetime
+
+
+# --- memories ---------------------------------------------------------------------------
+
+
+class MemoryCreate(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "memory_type": "error_fix",
+                    "execution_summary": "Retry the flaky upload with exponential backoff",
+                    "success": True,
+                    "reused_count": 3,
+                }
+            ]
+        }
+    )
+
+    memory_type: MemoryType
+    execution_summary: str = Field(min_length=1, max_length=20_000)
+    success: bool = True
+    reused_count: int = Field(default=0, ge=0, le=1_000_000_000)
+    learned_at: AwareDatetime | None = Field(
+        default=None, description="When the lesson was learned (default: now)"
+    )
+
+
+class MemoryOut(Response):
+    id: int
+    project_id: uuid.UUID
+    memory_type: MemoryType
+    execution_summary: str
+    success: bool
+    reused_count: int
+    learned_at: datetime
+    is_consolidated: bool
+
+
+class MemoryCreated(BaseModel):
+    memory: MemoryOut
+    consolidation_job_id: int | None = Field(
+        description="The consolidation job this write started by crossing the threshold"
+    )
+    threshold_check_failed: bool = Field(
+        description="The threshold check failed after the memory was stored (it is logged; "
+        "the memory is kept)"
+    )
+
+
+# --- consolidation jobs -----------------------------------------------------------------
+
+
+class JobCreate(Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"scope": {"memory_types": ["error_fix"], "dry_run": True}}]
+        }
+    )
+
+    scope: ConsolidationScope | None = None
+
+
+class JobOut(Response):
+    id: int
+    project_id: uuid.UUID
+    trigger_type: TriggerType
+    status: JobStatus
+    scope: dict[str, Any]
+    triggered_by: str
+    scheduled_for: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    result: dict[str, Any] | None
+    error: str | None
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last")
+
+
+# --- system -----------------------------------------------------------------------------
+
+
+class ScheduleOut(BaseModel):
+    cron: str
+    timezone: str
+    next_run_utc: datetime | None
+    next_run_local: datetime | None
+    threshold: int
+    cooldown_seconds: int
+    debounce_seconds: int
+    misfire_grace_seconds: int
+    timeout_seconds: int
+    scheduler_running: bool
+
+
+class HealthOut(BaseModel):
+    status: str = Field(examples=["ok"])
+    database: str = Field(examples=["ok"])
+    scheduler: str = Field(examples=["running"])
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class ConflictBody(BaseModel):
+    detail: str
+    active_job_id: int | None = Field(
+        default=None, description="The project's pending or running job, when that is the conflict"
+    )

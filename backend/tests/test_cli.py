@@ -1,0 +1,125 @@
+"""The `omoi-os` command line, run as a user would: a subprocess with its own environment."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+
+from omoi_os.models import ConsolidationJob
+from omoi_os.services.database import DatabaseService
+
+from .factories import Factories
+from .servers import cli_env, run_cli
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["migrate"], ["trigger"], ["jobs"], ["schedule"]]
+)
+def test_help_everywhere(command: list[str], tmp_path: Path) -> None:
+    result = run_cli(*command, "--help", env=cli_env(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert "Usage: omoi-os" in result.stdout
+
+
+def test_migrate_creates_the_embedded_database(tmp_path: Path) -> None:
+    result = run_cli("migrate", env=cli_env(tmp_path))
+
+    assert (result.returncode, result.stdout.strip()) == (0, "database migrated to 0001")
+    database = tmp_path / "data" / "omoi-os" / "omoi_os.db"
+    db = DatabaseService(f"sqlite:///{database}")
+    assert "consolidation_jobs" in inspect(db.engine).get_table_names()
+    db.dispose()
+
+
+def test_trigger_then_list_jobs(database_url: str, factories: Factories, tmp_path: Path) -> None:
+    project = factories.project()
+    env = cli_env(tmp_path, database_url=database_url)
+
+    created = run_cli("trigger", str(project.id), "--scope", '{"dry_run": true}', env=env)
+    again = run_cli("trigger", str(project.id), env=env)
+    listed = run_cli("jobs", "--project", str(project.id), "--status", "pending", env=env)
+
+    assert created.returncode == 0, created.stderr
+    job_id = int(re.fullmatch(r"created consolidation job (\d+)\n", created.stdout)[1])  # type: ignore[index]
+    assert again.returncode == 2
+    assert again.stderr == (
+        f"omoi-os: error: project {project.id} already has active consolidation job {job_id}\n"
+    )
+    assert listed.returncode == 0
+    assert re.search(rf"^\s+{job_id}\s+{project.id}\s+pending\s+manual\s", listed.stdout, re.M)
+    with factories.db.get_session() as session:
+        (job,) = session.scalars(select(ConsolidationJob)).all()
+    assert job.triggered_by.startswith("cli:")
+    assert job.scope["dry_run"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trigger", "not-a-uuid"], "project not-a-uuid does not exist"),
+        (
+            ["trigger", "00000000-0000-4000-8000-000000000000", "--scope", "{"],
+            "--scope is not valid JSON",
+        ),
+        (
+            ["trigger", "00000000-0000-4000-8000-000000000000", "--scope", '{"x": 1}'],
+            "--scope: x: Extra inputs are not permitted",
+        ),
+        (["jobs", "--project", "nope"], "--project 'nope' is not a UUID"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    database_url: str, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_cli(*args, env=cli_env(tmp_path, database_url=database_url))
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("omoi-os: error: ")
+    assert message in result.stderr
+
+
+def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
+    result = run_cli("jobs", env=cli_env(tmp_path))
+
+    assert result.returncode == 2
+    assert "has never been migrated" in result.stderr
+    assert "omoi-os migrate" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("consolidation_schedule", "0 2 * *", "has 4 fields"),
+        ("consolidation_threshold", "9", "greater than or equal to 10"),
+        ("consolidation_timezone", "Nowhere/Special", "unknown time zone"),
+    ],
+)
+def test_a_bad_setting_stops_with_one_line_naming_it(
+    tmp_path: Path, setting: str, value: str, message: str
+) -> None:
+    result = run_cli("serve", env=cli_env(tmp_path, **{setting: value}))
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"omoi-os: error: OMOI_{setting.upper()}='{value}': ")
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "data").exists()
+
+
+def test_schedule_lists_the_next_runs_in_utc_and_local_time(tmp_path: Path) -> None:
+    env = cli_env(
+        tmp_path, consolidation_schedule="30 2 * * *", consolidation_timezone="Europe/Berlin"
+    )
+
+    result = run_cli("schedule", "--count", "3", env=env)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "schedule: 30 2 * * * (Europe/Berlin)"
+    assert len(lines) == 4
+    assert all(re.fullmatch(r"  \S+ \S+ UTC   \S+T02:30:00\+0[12]:00", line) for line in lines[1:])

@@ -1,0 +1,165 @@
+"""End to end: a real `omoi-os serve` process on a free port, driven over HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from omoi_os.models import ConsolidationJob, Project, QueuedTask, TaskMemory
+from omoi_os.services.database import DatabaseService
+
+from .conftest import create_postgres_database, drop_postgres_database
+from .factories import Factories
+from .servers import Server, cli_env, run_cli, serve
+
+ALICE = "alice-e2e-token-0123456789"
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    env = cli_env(
+        tmp_path,
+        database_url=database_url,
+        api_tokens=f"alice:{ALICE}",
+        consolidation_threshold="10",
+    )
+    with serve(env) as running:
+        yield running
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    with httpx.Client(base_url=f"{server.base_url}/api/v1", headers=headers, timeout=10) as client:
+        yield client
+
+
+def _rows(db: DatabaseService) -> tuple[int, ...]:
+    factories = Factories(db)
+    return tuple(
+        factories.count(model) for model in (Project, TaskMemory, ConsolidationJob, QueuedTask)
+    )
+
+
+def test_walkthrough(api: httpx.Client) -> None:
+    """The README's five minutes: a project, memories until the threshold starts a job,
+    a manual trigger, and reading the jobs back."""
+    project = api.post("/projects", json={"name": "checkout-service"}).json()
+    memory = {"memory_type": "error_fix", "execution_summary": "retry the upload"}
+    started = [
+        api.post(f"/projects/{project['id']}/memories", json=memory).json() for _ in range(10)
+    ]
+    threshold_job = started[-1]["consolidation_job_id"]
+
+    busy = api.post(f"/projects/{project['id']}/consolidation-jobs")
+    other = api.post("/projects", json={"name": "search-service"}).json()
+    manual = api.post(
+        f"/projects/{other['id']}/consolidation-jobs",
+        json={"scope": {"memory_types": ["error_fix"], "dry_run": True}},
+    )
+    read = api.get(f"/consolidation-jobs/{threshold_job}")
+    listed = api.get(f"/projects/{project['id']}/consolidation-jobs")
+
+    assert [answer["consolidation_job_id"] for answer in started[:9]] == [None] * 9
+    assert isinstance(threshold_job, int)
+    assert (busy.status_code, busy.json()["active_job_id"]) == (409, threshold_job)
+    assert manual.status_code == 202
+    assert (manual.json()["triggered_by"], manual.json()["scope"]["dry_run"]) == ("alice", True)
+    assert (read.json()["trigger_type"], read.json()["status"]) == ("threshold", "pending")
+    assert [job["id"] for job in listed.json()["items"]] == [threshold_job]
+
+
+def test_every_error_status_with_its_detail_and_no_rows_written(
+    server: Server, api: httpx.Client, db: DatabaseService
+) -> None:
+    project = api.post("/projects", json={"name": "p"}).json()
+    dormant = api.post("/projects", json={"name": "q", "is_active": False}).json()
+    active = api.post(f"/projects/{project['id']}/consolidation-jobs").json()
+    before = _rows(db)
+    url = f"{server.base_url}/api/v1/projects"
+
+    def status_and_detail(response: httpx.Response) -> tuple[int, Any]:
+        return response.status_code, response.json()["detail"]
+
+    unauthenticated = [
+        httpx.post(url, json={"name": "x"}),
+        httpx.post(url, json={"name": "x"}, headers={"Authorization": "Bearer nope-0123456789abc"}),
+        httpx.post(url, json={"name": "x"}, headers={"Authorization": f"Bearer {ALICE[:-1]}!"}),
+        httpx.post(url, json={"name": "x"}, params={"access_token": ALICE}),
+    ]
+    assert [r.status_code for r in unauthenticated] == [401] * 4
+    assert {r.headers["www-authenticate"] for r in unauthenticated} == {'Bearer realm="omoi-os"'}
+
+    missing = "00000000-0000-4000-8000-000000000000"
+    assert status_and_detail(api.get(f"/projects/{missing}")) == (
+        404,
+        f"project {missing} does not exist",
+    )
+    assert status_and_detail(api.get("/consolidation-jobs/987654")) == (
+        404,
+        "consolidation job 987654 does not exist",
+    )
+    assert status_and_detail(api.post(f"/projects/{dormant['id']}/consolidation-jobs")) == (
+        409,
+        f"project {dormant['id']} is inactive",
+    )
+    conflict = api.post(f"/projects/{project['id']}/consolidation-jobs", json={})
+    assert conflict.status_code == 409
+    assert conflict.json()["active_job_id"] == active["id"]
+
+    bad_scope = api.post(
+        f"/projects/{project['id']}/consolidation-jobs",
+        json={"scope": {"memory_types": ["rumour"]}},
+    )
+    bad_id = api.get("/projects/123")
+    unknown_field = api.post("/projects", json={"name": "x", "colour": "red"})
+    assert (bad_scope.status_code, bad_scope.json()["detail"][0]["loc"]) == (
+        422,
+        ["body", "scope", "memory_types", 0],
+    )
+    assert (bad_id.status_code, bad_id.json()["detail"][0]["loc"]) == (422, ["path", "project_id"])
+    assert unknown_field.json()["detail"][0]["loc"] == ["body", "colour"]
+
+    too_big = api.post(
+        f"/projects/{project['id']}/memories",
+        json={"memory_type": "learning", "execution_summary": "x" * 70_000},
+    )
+    assert status_and_detail(too_big) == (413, "request body larger than 65536 bytes")
+
+    assert _rows(db) == before
+
+
+def test_serve_without_tokens_prints_one_that_works(database_url: str, tmp_path: Path) -> None:
+    with serve(cli_env(tmp_path, database_url=database_url)) as server:
+        server.wait_for_output("Set OMOI_API_TOKENS")
+        banner = server.output().splitlines()
+        start = next(n for n, line in enumerate(banner) if "generated a token" in line)
+        banner = banner[start : start + 4]
+        token = banner[1].strip()
+        with_token = httpx.get(
+            f"{server.base_url}/api/v1/consolidation/schedule",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        without = httpx.get(f"{server.base_url}/api/v1/consolidation/schedule")
+
+    assert "generated a token for this run" in banner[0]
+    assert f"curl -H 'Authorization: Bearer {token}'" in banner[3]
+    assert len(token) >= 32
+    assert (with_token.status_code, without.status_code) == (200, 401)
+
+
+@pytest.mark.postgres_only
+def test_serve_refuses_an_unmigrated_postgres(tmp_path: Path) -> None:
+    url = create_postgres_database("omoi_unmigrated")
+    try:
+        result = run_cli("serve", "--port", "1", env=cli_env(tmp_path, database_url=url))
+    finally:
+        drop_postgres_database(url)
+
+    assert result.returncode == 2
+    assert "has never been migrated" in result.stderr
+    assert "Run `omoi-os migrate`" in result.stderr
