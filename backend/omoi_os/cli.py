@@ -1,4 +1,4 @@
-"""The `omoi-os` command line: serve, migrate, trigger, jobs, schedule."""
+"""The `omoi-os` command line: serve, worker, migrate, trigger, jobs, schedule."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import getpass
 import json
 import logging
 import secrets
+import signal
+import threading
 import uuid
 from datetime import datetime
 from typing import Annotated, NoReturn
@@ -20,6 +22,7 @@ from omoi_os.models import JobStatus, TriggerType
 from omoi_os.services.consolidation import jobs as job_queries
 from omoi_os.services.consolidation.errors import ConsolidationError
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
+from omoi_os.services.consolidation.worker import ConsolidationWorker
 from omoi_os.services.database import DatabaseService
 
 app = typer.Typer(
@@ -94,9 +97,7 @@ def serve(
 
     from omoi_os.api import create_app
 
-    logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
-    for chatty in ("alembic", "apscheduler"):  # their INFO lines repeat every few seconds
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    _configure_logging(log_level)
     settings = load_settings()
     if _is_sqlite(settings):
         migrations.upgrade(settings.database_url)
@@ -112,6 +113,12 @@ def serve(
     )
 
 
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    for chatty in ("alembic", "apscheduler"):  # their INFO lines repeat every few seconds
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def _with_generated_token(settings: AppSettings, host: str, port: int) -> AppSettings:
     """No OMOI_API_TOKENS: make one for this run and say so once (there is no auth-off)."""
     token = secrets.token_urlsafe(32)
@@ -125,6 +132,26 @@ def _with_generated_token(settings: AppSettings, host: str, port: int) -> AppSet
         err=True,
     )
     return settings.model_copy(update={"api_tokens": {"admin": SecretStr(token)}})
+
+
+@app.command()
+def worker(
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """Run consolidation workers in this process until SIGTERM or Ctrl-C; the job in
+    progress then finishes its batch and is handed back."""
+    _configure_logging(log_level)
+    settings = load_settings()
+    db = _open_current_database(settings)
+    consolidation = ConsolidationWorker(db, settings=settings)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    consolidation.start()
+    typer.echo(f"worker {consolidation.worker_id} running; SIGTERM or Ctrl-C stops it", err=True)
+    stop.wait()
+    consolidation.stop()
+    db.dispose()
 
 
 @app.command()

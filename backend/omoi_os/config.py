@@ -83,6 +83,29 @@ class AppSettings(BaseSettings):
         "so that a burst of writes is consolidated once",
     )
 
+    worker_enabled: bool = Field(
+        default=True, description="Run consolidation workers inside `omoi-os serve`"
+    )
+    worker_concurrency: int = Field(
+        default=1, ge=1, le=32, description="Jobs one process consolidates at the same time"
+    )
+    worker_poll_interval: float = Field(
+        default=1.0,
+        ge=0.05,
+        le=60,
+        description="Seconds between queue polls (on PostgreSQL NOTIFY wakes workers sooner)",
+    )
+    worker_lease_seconds: int = Field(
+        default=60,
+        ge=1,
+        le=3600,
+        description="How long a claimed task stays a worker's without a sign of life; a "
+        "killed worker's job is taken over after this",
+    )
+    worker_batch_size: int = Field(
+        default=1000, ge=1, le=100_000, description="Memories per committed batch"
+    )
+
     api_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(
         default_factory=dict,
         description="Bearer tokens as comma-separated name:token pairs; the name is "

@@ -33,6 +33,7 @@ def settings(database_url: str) -> AppSettings:
         database_url=database_url,
         api_tokens=f"alice:{TOKEN},bob:bob-secret-token-0123456789",  # type: ignore[arg-type]
         consolidation_threshold=10,
+        worker_enabled=False,  # jobs stay pending, so every answer is deterministic
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,23 +20,56 @@ from .servers import Server, cli_env, run_cli, serve
 ALICE = "alice-e2e-token-0123456789"
 
 
-@pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
-    env = cli_env(
-        tmp_path,
+def _server_env(database_url: str, home: Path, **settings: str) -> dict[str, str]:
+    return cli_env(
+        home,
         database_url=database_url,
         api_tokens=f"alice:{ALICE}",
         consolidation_threshold="10",
+        worker_poll_interval="0.1",
+        **settings,
     )
-    with serve(env) as running:
+
+
+@pytest.fixture
+def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    """A server with its worker: jobs run as soon as they are queued."""
+    with serve(_server_env(database_url, tmp_path)) as running:
         yield running
 
 
 @pytest.fixture
-def api(server: Server) -> Iterator[httpx.Client]:
+def idle_server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+    """A server without a worker: jobs stay pending, so conflicts are reproducible."""
+    with serve(_server_env(database_url, tmp_path, worker_enabled="false")) as running:
+        yield running
+
+
+def _client(server: Server) -> httpx.Client:
     headers = {"Authorization": f"Bearer {ALICE}"}
-    with httpx.Client(base_url=f"{server.base_url}/api/v1", headers=headers, timeout=10) as client:
+    return httpx.Client(base_url=f"{server.base_url}/api/v1", headers=headers, timeout=10)
+
+
+@pytest.fixture
+def api(server: Server) -> Iterator[httpx.Client]:
+    with _client(server) as client:
         yield client
+
+
+@pytest.fixture
+def idle_api(idle_server: Server) -> Iterator[httpx.Client]:
+    with _client(idle_server) as client:
+        yield client
+
+
+def _wait_for_status(api: httpx.Client, job_id: int, status: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        job = dict(api.get(f"/consolidation-jobs/{job_id}").json())
+        if job["status"] == status:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not become {status}: {job}")
 
 
 def _rows(db: DatabaseService) -> tuple[int, ...]:
@@ -47,7 +81,7 @@ def _rows(db: DatabaseService) -> tuple[int, ...]:
 
 def test_walkthrough(api: httpx.Client) -> None:
     """The README's five minutes: a project, memories until the threshold starts a job,
-    a manual trigger, and reading the jobs back."""
+    the worker running it, a manual trigger, and reading the jobs back."""
     project = api.post("/projects", json={"name": "checkout-service"}).json()
     memory = {"memory_type": "error_fix", "execution_summary": "retry the upload"}
     started = [
@@ -55,27 +89,33 @@ def test_walkthrough(api: httpx.Client) -> None:
     ]
     threshold_job = started[-1]["consolidation_job_id"]
 
-    busy = api.post(f"/projects/{project['id']}/consolidation-jobs")
-    other = api.post("/projects", json={"name": "search-service"}).json()
+    done = _wait_for_status(api, threshold_job, "completed")
     manual = api.post(
-        f"/projects/{other['id']}/consolidation-jobs",
-        json={"scope": {"memory_types": ["error_fix"], "dry_run": True}},
+        f"/projects/{project['id']}/consolidation-jobs",
+        json={"scope": {"unconsolidated_only": False, "dry_run": True}},
     )
-    read = api.get(f"/consolidation-jobs/{threshold_job}")
+    rescored = _wait_for_status(api, manual.json()["id"], "completed")
     listed = api.get(f"/projects/{project['id']}/consolidation-jobs")
 
     assert [answer["consolidation_job_id"] for answer in started[:9]] == [None] * 9
     assert isinstance(threshold_job, int)
-    assert (busy.status_code, busy.json()["active_job_id"]) == (409, threshold_job)
+    assert done["trigger_type"] == "threshold"
+    assert (done["result"]["memories_processed"], done["result"]["memories_consolidated"]) == (
+        10,
+        10,
+    )
+    assert done["result"]["tiers"] == {"hot": 10, "warm": 0, "cold": 0}
     assert manual.status_code == 202
-    assert (manual.json()["triggered_by"], manual.json()["scope"]["dry_run"]) == ("alice", True)
-    assert (read.json()["trigger_type"], read.json()["status"]) == ("threshold", "pending")
-    assert [job["id"] for job in listed.json()["items"]] == [threshold_job]
+    assert manual.json()["triggered_by"] == "alice"
+    assert (rescored["result"]["memories_processed"], rescored["result"]["dry_run"]) == (10, True)
+    assert rescored["result"]["memories_consolidated"] == 0
+    assert [job["id"] for job in listed.json()["items"]] == [manual.json()["id"], threshold_job]
 
 
 def test_every_error_status_with_its_detail_and_no_rows_written(
-    server: Server, api: httpx.Client, db: DatabaseService
+    idle_server: Server, idle_api: httpx.Client, db: DatabaseService
 ) -> None:
+    server, api = idle_server, idle_api
     project = api.post("/projects", json={"name": "p"}).json()
     dormant = api.post("/projects", json={"name": "q", "is_active": False}).json()
     active = api.post(f"/projects/{project['id']}/consolidation-jobs").json()

@@ -1,5 +1,6 @@
 """The FastAPI app: its lifespan starts and stops the database, the trigger service
-(and the worker); its routes are all under /api/v1, behind bearer auth."""
+and the consolidation worker; its routes are all under /api/v1, behind bearer auth
+(health and metrics at the root)."""
 
 from __future__ import annotations
 
@@ -67,9 +68,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         await asyncio.to_thread(migrations.ensure_current, services.db.engine)
         services.triggers.start()
+        if settings.worker_enabled:
+            services.worker.start()
         logger.info("omoi-os started on %s", services.db.engine.url.render_as_string())
         yield
     finally:
+        # The worker first: it hands back its job after the batch in progress.
+        await asyncio.to_thread(services.worker.stop, SHUTDOWN_TIMEOUT_SECONDS)
         await asyncio.to_thread(services.triggers.stop, SHUTDOWN_TIMEOUT_SECONDS)
         await asyncio.to_thread(services.db.dispose)
         logger.info("omoi-os stopped")

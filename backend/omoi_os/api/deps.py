@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from omoi_os.config import AppSettings
 from omoi_os.metrics import build_registry
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
+from omoi_os.services.consolidation.worker import ConsolidationWorker
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService
 from omoi_os.services.projects import ProjectService
@@ -27,6 +28,7 @@ class Services:
     queue: TaskQueueService
     projects: ProjectService
     memories: MemoryService
+    worker: ConsolidationWorker
     metrics_registry: CollectorRegistry
     api_tokens: dict[str, str] = field(repr=False)
 
@@ -42,6 +44,7 @@ class Services:
             queue=queue,
             projects=ProjectService(db),
             memories=MemoryService(db, triggers),
+            worker=ConsolidationWorker(db, settings=settings),
             metrics_registry=build_registry(db),
             api_tokens={
                 name: token.get_secret_value() for name, token in settings.api_tokens.items()

@@ -126,6 +126,14 @@ def insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
     return insert(model.__table__).on_conflict_do_nothing()
 
 
+def engine_of(factory: SessionFactory) -> Engine:
+    """The engine a session factory made by as_session_factory is bound to."""
+    bind = factory.kw["bind"]
+    if not isinstance(bind, Engine):
+        raise TypeError(f"the session factory is bound to {type(bind).__name__}, not an Engine")
+    return bind
+
+
 def as_session_factory(db: Session | DatabaseService | SessionFactory | Engine) -> SessionFactory:
     """A session factory for whatever the caller has: a DatabaseService, a factory,
     an Engine, or a Session (only its engine is used; the session itself is not shared)."""

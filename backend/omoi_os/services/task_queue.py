@@ -18,13 +18,16 @@ listening worker wakes at once; on SQLite workers poll.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, Select, case, func, literal, select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
@@ -217,19 +220,24 @@ class TaskQueueService:
     ) -> bool:
         """Push the lease of a task this worker still holds; False if it lost it."""
         expires = self._clock() + (lease or self.lease)
-        return self._update_held(task, worker_id, lease_expires_at=expires)
+        return self._update_held(task, worker_id, None, lease_expires_at=expires)
 
-    def complete(self, task: ClaimedTask, worker_id: str) -> bool:
+    def complete(
+        self, task: ClaimedTask, worker_id: str, *, session: Session | None = None
+    ) -> bool:
         """Mark a held task done; False if the lease was lost (the task is not ours)."""
         return self._update_held(
             task,
             worker_id,
+            session,
             state=TaskState.DONE,
             finished_at=self._clock(),
             lease_expires_at=None,
         )
 
-    def fail(self, task: ClaimedTask, worker_id: str, error: str) -> FailOutcome:
+    def fail(
+        self, task: ClaimedTask, worker_id: str, error: str, *, session: Session | None = None
+    ) -> FailOutcome:
         """Record a failed attempt: queue it again after the backoff, or let it die."""
         now = self._clock()
         if task.attempts >= task.max_attempts:
@@ -241,9 +249,37 @@ class TaskQueueService:
                 {"state": TaskState.QUEUED, "available_at": retry_at},
             )
         held = self._update_held(
-            task, worker_id, last_error=error, claimed_by=None, lease_expires_at=None, **values
+            task,
+            worker_id,
+            session,
+            last_error=error,
+            claimed_by=None,
+            lease_expires_at=None,
+            **values,
         )
         return outcome if held else FailOutcome.NOT_HELD
+
+    def release(self, task: ClaimedTask, worker_id: str, *, session: Session | None = None) -> bool:
+        """Give a held task back unfinished, claimable at once (its worker is stopping);
+        the attempt is not counted against it."""
+        return self._update_held(
+            task,
+            worker_id,
+            session,
+            state=TaskState.QUEUED,
+            available_at=self._clock(),
+            attempts=QueuedTask.attempts - 1,
+            claimed_by=None,
+            lease_expires_at=None,
+        )
+
+    def next_available_at(self, task_types: Iterable[str]) -> datetime | None:
+        """When the earliest queued task of these types becomes claimable."""
+        statement = select(func.min(QueuedTask.available_at)).where(
+            QueuedTask.state == TaskState.QUEUED, QueuedTask.task_type.in_(list(task_types))
+        )
+        with self._sessions() as session:
+            return session.scalar(statement)
 
     def reclaim_expired(self) -> int:
         """Requeue tasks whose lease ran out (their worker died); a task that has used
@@ -299,7 +335,9 @@ class TaskQueueService:
             counts = {state: count for state, count in session.execute(statement)}
         return {state: counts.get(state, 0) for state in TaskState}
 
-    def _update_held(self, task: ClaimedTask, worker_id: str, **values: Any) -> bool:
+    def _update_held(
+        self, task: ClaimedTask, worker_id: str, session: Session | None, **values: Any
+    ) -> bool:
         statement = (
             update(QueuedTask)
             .where(
@@ -310,8 +348,8 @@ class TaskQueueService:
             )
             .values(**values)
         )
-        with self._sessions.begin() as session:
-            held = execute_counting(session, statement) == 1
+        with transaction_scope(self._sessions, session) as tx:
+            held = execute_counting(tx, statement) == 1
         if not held:
             logger.warning(
                 "task %s (%s %s) is no longer held by %s",
@@ -326,3 +364,53 @@ class TaskQueueService:
     def _notify(session: Session, task_type: str) -> None:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(select(func.pg_notify(NOTIFY_CHANNEL, task_type)))
+
+
+class QueueListener:
+    """Wakes workers the moment a task is enqueued on PostgreSQL: a thread that LISTENs
+    on NOTIFY_CHANNEL over its own connection and calls `on_notify` for each
+    notification. It reconnects after a connection loss; workers still poll meanwhile,
+    so a lost notification only costs latency."""
+
+    RECONNECT_DELAY_S = 1.0
+    CHECK_INTERVAL_S = 0.5
+
+    def __init__(self, database_url: str, on_notify: Callable[[], None]) -> None:
+        self._conninfo = (
+            make_url(database_url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
+        self._on_notify = on_notify
+        self._stopping = threading.Event()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="task-queue-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_listening(self, timeout: float) -> bool:
+        """True once the LISTEN is in place (tests use it to avoid a race)."""
+        return self._listening.wait(timeout)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._listen()
+            except psycopg.Error as exc:
+                self._listening.clear()
+                logger.warning("queue listener lost its connection (%s); reconnecting", exc)
+                self._stopping.wait(self.RECONNECT_DELAY_S)
+
+    def _listen(self) -> None:
+        with psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._listening.set()
+            while not self._stopping.is_set():
+                for _ in conn.notifies(timeout=self.CHECK_INTERVAL_S):
+                    self._on_notify()

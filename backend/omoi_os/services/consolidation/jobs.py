@@ -252,3 +252,54 @@ def fail_jobs_with_dead_tasks(session: Session, *, now: datetime) -> list[tuple[
         .returning(_jobs.c.id, _jobs.c.project_id)
     )
     return [(job_id, project_id) for job_id, project_id in session.execute(statement)]
+
+
+# --- the worker's transitions -----------------------------------------------------------
+
+
+def start_job(session: Session, job_id: int, *, now: datetime) -> ConsolidationJob | None:
+    """pending (or running, when a dead worker's task was reclaimed) → running.
+    None if the job ended meanwhile (cancelled, timed out …): it must not run."""
+    statement = (
+        update(_jobs)
+        .where(ConsolidationJob.id == job_id, is_active_job())
+        .values(status=JobStatus.RUNNING, started_at=now, error=None)
+        .returning(_jobs.c.id)
+    )
+    if session.execute(statement).scalar_one_or_none() is None:
+        return None
+    return session.get(ConsolidationJob, job_id, populate_existing=True)
+
+
+def save_progress(session: Session, job_id: int, result: dict[str, Any]) -> bool:
+    """Store the running totals of a job that is still running; False if it is not
+    (the sweeper timed it out): the caller must stop and roll back its batch."""
+    statement = (
+        update(_jobs)
+        .where(ConsolidationJob.id == job_id, ConsolidationJob.status == JobStatus.RUNNING)
+        .values(result=result)
+    )
+    return execute_counting(session, statement) == 1
+
+
+def finish_job(
+    session: Session,
+    job_id: int,
+    *,
+    status: JobStatus,
+    now: datetime,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """running → a final status (or back to pending, for a retry or a release)."""
+    values: dict[str, Any] = {"status": status, "error": error}
+    if result is not None:
+        values["result"] = result
+    if status not in (JobStatus.PENDING, JobStatus.RUNNING):
+        values["finished_at"] = now
+    statement = (
+        update(_jobs)
+        .where(ConsolidationJob.id == job_id, ConsolidationJob.status == JobStatus.RUNNING)
+        .values(**values)
+    )
+    return execute_counting(session, statement) == 1

@@ -1,0 +1,246 @@
+"""Consolidating one job's memories: score, tier and mark them, in committed batches.
+
+A batch is one transaction: it writes its memories and the job's running totals
+together, so a run cut short (crash, timeout, stop) resumes after the last committed
+batch and counts nothing twice. Memories this job already marked are skipped on a
+resume (`consolidation_job_id` is this job), whatever the scope.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Row, bindparam, false, select, update
+
+from omoi_os.clock import Clock, utc_now
+from omoi_os.models import MemoryTier, TaskMemory
+from omoi_os.models.base import cast_table
+from omoi_os.services.consolidation import jobs
+from omoi_os.services.consolidation.scope import ConsolidationScope
+from omoi_os.services.consolidation.scoring import (
+    TierCutoffs,
+    age_in_days,
+    tier_for,
+    value_score,
+)
+from omoi_os.services.database import SessionFactory
+
+_memories = cast_table(TaskMemory)
+_SCORING_COLUMNS = (
+    TaskMemory.id,
+    TaskMemory.memory_type,
+    TaskMemory.reused_count,
+    TaskMemory.learned_at,
+    TaskMemory.success,
+)
+_STREAM_ROWS = 10_000
+
+# One statement, executed for a whole batch of parameter sets.
+_MARK = (
+    update(_memories)
+    .where(_memories.c.id == bindparam("memory_id"))
+    .values(
+        consolidation_score=bindparam("score"),
+        tier=bindparam("tier"),
+        is_consolidated=True,
+        consolidated_at=bindparam("now"),
+        consolidation_job_id=bindparam("job_id"),
+    )
+)
+
+
+class RunEnd(StrEnum):
+    COMPLETED = "completed"  # every memory in scope is done
+    TIMED_OUT = "timed_out"  # the deadline passed between batches
+    STOPPED = "stopped"  # the worker is stopping; the job will be picked up again
+
+
+class JobVanished(Exception):
+    """The job stopped being `running` under us (the sweeper ended it)."""
+
+
+@dataclass
+class Progress:
+    """A job's running totals, stored as its `result` after every batch."""
+
+    dry_run: bool
+    memories_processed: int = 0
+    memories_consolidated: int = 0
+    tiers: dict[MemoryTier, int] = field(default_factory=lambda: dict.fromkeys(MemoryTier, 0))
+    duration_seconds: float = 0.0
+
+    @classmethod
+    def resume(cls, result: dict[str, Any] | None, *, dry_run: bool) -> Progress:
+        """Continue the totals a cut-short run left; a dry run always starts over."""
+        if dry_run or not result:
+            return cls(dry_run=dry_run)
+        tiers = {tier: int(result.get("tiers", {}).get(tier, 0)) for tier in MemoryTier}
+        return cls(
+            dry_run=False,
+            memories_processed=int(result.get("memories_processed", 0)),
+            memories_consolidated=int(result.get("memories_consolidated", 0)),
+            tiers=tiers,
+            duration_seconds=float(result.get("duration_seconds", 0.0)),
+        )
+
+    def add(self, tiers: Sequence[MemoryTier]) -> None:
+        self.memories_processed += len(tiers)
+        if not self.dry_run:
+            self.memories_consolidated += len(tiers)
+        for tier in tiers:
+            self.tiers[tier] += 1
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "memories_processed": self.memories_processed,
+            "memories_consolidated": self.memories_consolidated,
+            "tiers": {str(tier): count for tier, count in self.tiers.items()},
+            "duration_seconds": round(self.duration_seconds, 3),
+            "dry_run": self.dry_run,
+        }
+
+
+@dataclass(frozen=True)
+class JobToRun:
+    id: int
+    project_id: uuid.UUID
+    scope: ConsolidationScope
+    previous_result: dict[str, Any] | None
+
+
+class ConsolidationRunner:
+    """Runs one job's consolidation; knows nothing of queues or job life cycles."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        *,
+        batch_size: int = 1000,
+        clock: Clock = utc_now,
+        timer: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessions = sessions
+        self._batch_size = batch_size
+        self._clock = clock
+        self._timer = timer  # seconds, for deadlines and durations
+
+    def run(
+        self,
+        job: JobToRun,
+        *,
+        deadline: float,
+        keep_going: Callable[[], bool],
+        after_batch: Callable[[], None],
+    ) -> tuple[RunEnd, Progress]:
+        """Batches until the scope is done, `deadline` (on the timer) passes, or
+        `keep_going()` says stop. `after_batch` runs after each commit (lease upkeep)."""
+        started = self._timer()
+        now = self._clock()  # one instant for the whole run: ages and cutoffs agree
+        progress = Progress.resume(job.previous_result, dry_run=job.scope.dry_run)
+        earlier = progress.duration_seconds
+        cutoffs = self._cutoffs(job.project_id, now)
+        after_id = 0
+        end = RunEnd.COMPLETED
+        while True:
+            if self._timer() >= deadline:
+                end = RunEnd.TIMED_OUT
+                break
+            if not keep_going():
+                end = RunEnd.STOPPED
+                break
+            last_id = self._batch(job, progress, cutoffs, now, after_id, earlier, started)
+            if last_id is None:
+                break
+            after_id = last_id
+            after_batch()
+        progress.duration_seconds = earlier + self._timer() - started
+        return end, progress
+
+    def _cutoffs(self, project_id: uuid.UUID, now: datetime) -> TierCutoffs:
+        """The project's top-10% and top-30% scores, over all its memories, streamed so
+        that only the scores stay in memory."""
+        statement = select(*_SCORING_COLUMNS[1:]).where(TaskMemory.project_id == project_id)
+        scores = array("d")
+        with self._sessions() as session:
+            rows = session.execute(statement, execution_options={"yield_per": _STREAM_ROWS})
+            for memory_type, reused_count, learned_at, success in rows:
+                scores.append(
+                    value_score(
+                        memory_type=memory_type,
+                        reused_count=reused_count,
+                        age_days=age_in_days(learned_at, now),
+                        success=success,
+                    )
+                )
+        return TierCutoffs.from_scores(scores)
+
+    def _batch(
+        self,
+        job: JobToRun,
+        progress: Progress,
+        cutoffs: TierCutoffs,
+        now: datetime,
+        after_id: int,
+        earlier: float,
+        started: float,
+    ) -> int | None:
+        """Score, tier and (unless dry) mark the next batch, and save the totals, in one
+        transaction. Returns the batch's last memory id, or None when nothing is left."""
+        with self._sessions.begin() as session:
+            rows = session.execute(self._next_batch(job, now, after_id)).all()
+            if not rows:
+                return None
+            marks = [self._mark(row, cutoffs, now, job.id) for row in rows]
+            if not job.scope.dry_run:
+                session.connection().execute(_MARK, marks)
+            progress.add([mark["tier"] for mark in marks])
+            progress.duration_seconds = earlier + self._timer() - started
+            if not jobs.save_progress(session, job.id, progress.to_document()):
+                raise JobVanished(f"job {job.id} is no longer running")
+        return int(rows[-1].id)
+
+    def _next_batch(self, job: JobToRun, now: datetime, after_id: int) -> Any:
+        scope = job.scope
+        statement = (
+            select(*_SCORING_COLUMNS)
+            .where(
+                TaskMemory.project_id == job.project_id,
+                TaskMemory.id > after_id,
+                TaskMemory.consolidation_job_id.is_distinct_from(job.id),
+            )
+            .order_by(TaskMemory.id)
+            .limit(self._batch_size)
+        )
+        if scope.unconsolidated_only:
+            statement = statement.where(TaskMemory.is_consolidated == false())
+        if scope.memory_types:
+            statement = statement.where(TaskMemory.memory_type.in_(scope.memory_types))
+        if scope.min_age_days is not None:
+            statement = statement.where(
+                TaskMemory.learned_at <= now - timedelta(days=scope.min_age_days)
+            )
+        return statement
+
+    @staticmethod
+    def _mark(row: Row[Any], cutoffs: TierCutoffs, now: datetime, job_id: int) -> dict[str, Any]:
+        age = age_in_days(row.learned_at, now)
+        score = value_score(
+            memory_type=row.memory_type,
+            reused_count=row.reused_count,
+            age_days=age,
+            success=row.success,
+        )
+        return {
+            "memory_id": row.id,
+            "score": score,
+            "tier": tier_for(age, score, cutoffs),
+            "now": now,
+            "job_id": job_id,
+        }

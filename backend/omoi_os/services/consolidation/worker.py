@@ -1,0 +1,284 @@
+"""ConsolidationWorker: claims queued consolidation tasks and runs their jobs.
+
+One claimed task is one job run: the job goes `running`, the runner consolidates
+its memories in committed batches within `consolidation_timeout`, and the job ends
+`completed`, `timed_out`, or, after the queue's last retry, `failed`. The job's final
+status and its queue task's completion are one transaction.
+
+A stopping worker finishes its current batch and hands the job back (`pending`, its
+task queued again without spending an attempt). A killed worker leaves a lease that
+expires; any worker then reclaims the task and the job resumes after its last
+committed batch. On PostgreSQL workers wake on NOTIFY; they also poll, which is all
+they do on SQLite.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from omoi_os.clock import Clock, utc_now
+from omoi_os.config import AppSettings
+from omoi_os.metrics import JOBS_FINISHED
+from omoi_os.models import JobStatus
+from omoi_os.services.consolidation import jobs
+from omoi_os.services.consolidation.runner import (
+    ConsolidationRunner,
+    JobToRun,
+    JobVanished,
+    Progress,
+    RunEnd,
+)
+from omoi_os.services.consolidation.scope import ConsolidationScope
+from omoi_os.services.database import (
+    DatabaseService,
+    SessionFactory,
+    as_session_factory,
+    engine_of,
+)
+from omoi_os.services.task_queue import (
+    ClaimedTask,
+    FailOutcome,
+    QueueListener,
+    TaskQueueService,
+)
+
+logger = logging.getLogger(__name__)
+
+TASK_TYPES = (jobs.CONSOLIDATION_TASK,)
+RECLAIM_INTERVAL_S = 5.0
+DEFAULT_STOP_TIMEOUT = 30.0
+
+
+class LeaseLost(Exception):
+    """Another worker owns the task now (this one stalled past its lease)."""
+
+
+class ConsolidationWorker:
+    """A pool of threads, each claiming and running one job at a time."""
+
+    def __init__(
+        self,
+        db: Session | DatabaseService | SessionFactory | Engine,
+        *,
+        settings: AppSettings,
+        task_queue: TaskQueueService | None = None,
+        clock: Clock = utc_now,
+        timer: Callable[[], float] = time.monotonic,
+        worker_id: str | None = None,
+    ) -> None:
+        self._sessions = as_session_factory(db)
+        self.settings = settings
+        lease = timedelta(seconds=settings.worker_lease_seconds)
+        self.queue = task_queue or TaskQueueService(self._sessions, clock=clock, lease=lease)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._runner = ConsolidationRunner(
+            self._sessions, batch_size=settings.worker_batch_size, clock=clock, timer=timer
+        )
+        self._timer = timer
+        self._clock = clock
+        self._lease = lease
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listener: QueueListener | None = None
+        self._last_reclaim = 0.0
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def start(self) -> None:
+        """Start `worker_concurrency` threads (and the NOTIFY listener on PostgreSQL)."""
+        if self._threads:
+            return
+        self._stopping.clear()
+        engine = engine_of(self._sessions)
+        if engine.dialect.name == "postgresql":
+            url = engine.url.render_as_string(hide_password=False)
+            self._listener = QueueListener(url, self._wake.set)
+            self._listener.start()
+        for slot in range(self.settings.worker_concurrency):
+            thread = threading.Thread(
+                target=self._loop, name=f"consolidation-worker-{slot}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        logger.info(
+            "consolidation worker %s started (%d thread(s))", self.worker_id, len(self._threads)
+        )
+
+    def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+        """Stop taking tasks; a job in progress finishes its batch and is handed back.
+        Waits at most `timeout` seconds (idempotent)."""
+        self._stopping.set()
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        still = [thread.name for thread in self._threads if thread.is_alive()]
+        if still:
+            logger.warning("worker threads still finishing after %.1f s: %s", timeout, still)
+        self._threads = [thread for thread in self._threads if thread.is_alive()]
+        logger.info("consolidation worker %s stopped", self.worker_id)
+
+    def wait_listening(self, timeout: float = 5.0) -> bool:
+        """On PostgreSQL, wait until NOTIFY wake-ups are in place (True on SQLite)."""
+        return self._listener is None or self._listener.wait_listening(timeout)
+
+    # --- the loop -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._reclaim_now_and_then()
+                worked = self.run_once()
+            except Exception:
+                logger.exception("consolidation worker loop failed; retrying shortly")
+                worked = False
+            if not worked:
+                self._wake.wait(self._idle_wait())
+                self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        """Poll interval, or less if a queued task becomes claimable sooner (debounce)."""
+        wait = self.settings.worker_poll_interval
+        try:
+            next_at = self.queue.next_available_at(TASK_TYPES)
+        except Exception:  # the database is down: just poll
+            return wait
+        if next_at is not None:
+            wait = min(wait, max((next_at - self._clock()).total_seconds(), 0.01))
+        return wait
+
+    def _reclaim_now_and_then(self) -> None:
+        if time.monotonic() - self._last_reclaim >= RECLAIM_INTERVAL_S:
+            self._last_reclaim = time.monotonic()
+            self.queue.reclaim_expired()
+
+    def run_once(self) -> bool:
+        """Claim one task and run its job to an end; False if nothing was due."""
+        claimed = self.queue.claim(TASK_TYPES, self.worker_id, limit=1)
+        if not claimed:
+            return False
+        self._run_task(claimed[0])
+        return True
+
+    # --- one task -------------------------------------------------------------------
+
+    def _run_task(self, task: ClaimedTask) -> None:
+        job = self._start(task)
+        if job is None:
+            return
+        logger.info(
+            "job %d of project %s: running (attempt %d/%d)",
+            job.id,
+            job.project_id,
+            task.attempts,
+            task.max_attempts,
+        )
+        deadline = self._timer() + self.settings.consolidation_timeout
+        try:
+            end, progress = self._runner.run(
+                job,
+                deadline=deadline,
+                keep_going=lambda: not self._stopping.is_set(),
+                after_batch=lambda: self._keep_lease(task),
+            )
+        except (LeaseLost, JobVanished) as exc:
+            logger.warning("job %d: stopped working on it: %s", job.id, exc)
+            return
+        except Exception as exc:
+            logger.exception("job %d of project %s: consolidation failed", job.id, job.project_id)
+            self._fail(task, job, f"{exc.__class__.__name__}: {exc}")
+            return
+        self._end(task, job, end, progress)
+
+    def _start(self, task: ClaimedTask) -> JobToRun | None:
+        with self._sessions.begin() as session:
+            row = jobs.start_job(session, int(task.task_id), now=self._clock())
+            if row is None:
+                # Cancelled, timed out or finished meanwhile: never run it.
+                self.queue.complete(task, self.worker_id, session=session)
+                logger.info("job %s is no longer active; its task is dropped", task.task_id)
+                return None
+            return JobToRun(
+                id=row.id,
+                project_id=row.project_id,
+                scope=ConsolidationScope.model_validate(row.scope),
+                previous_result=row.result,
+            )
+
+    def _keep_lease(self, task: ClaimedTask) -> None:
+        if not self.queue.extend_lease(task, self.worker_id, self._lease):
+            raise LeaseLost(f"task {task.id} was taken over by another worker")
+
+    def _end(self, task: ClaimedTask, job: JobToRun, end: RunEnd, progress: Progress) -> None:
+        result = progress.to_document()
+        with self._sessions.begin() as session:
+            if end is RunEnd.STOPPED:
+                jobs.finish_job(
+                    session, job.id, status=JobStatus.PENDING, now=self._clock(), result=result
+                )
+                self.queue.release(task, self.worker_id, session=session)
+                logger.info(
+                    "job %d handed back after %d memories (worker stopping)",
+                    job.id,
+                    progress.memories_processed,
+                )
+                return
+            status = JobStatus.COMPLETED if end is RunEnd.COMPLETED else JobStatus.TIMED_OUT
+            error = None
+            if status is JobStatus.TIMED_OUT:
+                error = (
+                    f"exceeded consolidation_timeout ({self.settings.consolidation_timeout} s)"
+                    f"; {progress.memories_processed} memories done, the rest left for a "
+                    "later job"
+                )
+            ended = jobs.finish_job(
+                session, job.id, status=status, now=self._clock(), result=result, error=error
+            )
+            self.queue.complete(task, self.worker_id, session=session)
+        if ended:
+            JOBS_FINISHED.labels(status.value).inc()
+        logger.info(
+            "job %d of project %s: %s, %d memories (%s)",
+            job.id,
+            job.project_id,
+            status,
+            progress.memories_processed,
+            progress.tiers,
+        )
+
+    def _fail(self, task: ClaimedTask, job: JobToRun, error: str) -> None:
+        with self._sessions.begin() as session:
+            outcome = self.queue.fail(task, self.worker_id, error, session=session)
+            if outcome is FailOutcome.NOT_HELD:
+                return
+            # A retry keeps the job the project's active one; the last failure ends it.
+            status = JobStatus.FAILED if outcome is FailOutcome.DEAD else JobStatus.PENDING
+            jobs.finish_job(session, job.id, status=status, now=self._clock(), error=error)
+        if status is JobStatus.FAILED:
+            JOBS_FINISHED.labels(status.value).inc()
+        logger.warning(
+            "job %d of project %s: attempt %d failed (%s): %s",
+            job.id,
+            job.project_id,
+            task.attempts,
+            "giving up" if status is JobStatus.FAILED else "will retry",
+            error,
+        )
