@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from omoi_os.models import ACTIVE_JOB_STATUSES, QueuedTask, TaskState
 from omoi_os.services.consolidation import jobs
-from omoi_os.services.database import DatabaseService
+from omoi_os.services.database import DatabaseService, read_session
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class DatabaseGauges(Collector):
             "omoi_task_queue_depth", "Unfinished queue tasks", labels=["task_type", "state"]
         )
         try:
-            with self._db.get_session() as session:
+            with read_session(self._db.session_factory) as session:
                 by_status = jobs.count_jobs_by_status(session, list(ACTIVE_JOB_STATUSES))
                 statement = (
                     select(QueuedTask.task_type, QueuedTask.state, func.count())

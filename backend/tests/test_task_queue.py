@@ -4,15 +4,19 @@ retries with backoff, dead tasks, and NOTIFY on PostgreSQL."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
 from sqlalchemy import select
 
+from omoi_os import migrations
 from omoi_os.models import Project, QueuedTask, TaskState
-from omoi_os.services.database import DatabaseService
+from omoi_os.services.database import DatabaseService, read_session
 from omoi_os.services.task_queue import (
     NOTIFY_CHANNEL,
     FailOutcome,
@@ -251,3 +255,49 @@ def test_enqueue_select_queues_each_id_once(
     assert sorted(r.task_id for r in rows) == [f"p{n}" for n in range(5)]
     assert {(r.state, r.attempts, r.max_attempts) for r in rows} == {(TaskState.QUEUED, 0, 3)}
     assert all(r.payload == {"k": "v"} for r in rows)
+
+
+def test_release_gives_the_task_back_and_fences_the_old_claim(
+    queue: TaskQueueService, factories: Factories
+) -> None:
+    queue.enqueue("consolidation", "1")
+    (first,) = queue.claim(["consolidation"], "worker-1")
+
+    assert queue.release(first, "worker-1") is True
+    (again,) = queue.claim(["consolidation"], "worker-1")  # same worker, same attempt number
+
+    assert (again.attempts, first.attempts) == (1, 1)  # a release costs no attempt
+    assert again.claim_token != first.claim_token
+    assert queue.complete(first, "worker-1") is False  # the stale handle is fenced out
+    assert queue.complete(again, "worker-1") is True
+
+
+def test_reclaim_stores_utc_whatever_zone_the_clock_speaks(
+    db: DatabaseService, factories: Factories
+) -> None:
+    berlin_clock = FakeClock(T0.astimezone(ZoneInfo("Europe/Berlin")))
+    queue = TaskQueueService(db, clock=berlin_clock, lease=timedelta(seconds=30), max_attempts=1)
+    queue.enqueue("consolidation", "1")
+    queue.claim(["consolidation"], "worker-dead")
+    berlin_clock.advance(timedelta(minutes=1))
+
+    assert queue.reclaim_expired() == 1
+
+    (row,) = factories.queue_rows()
+    assert row.state is TaskState.DEAD
+    assert row.finished_at == T0 + timedelta(minutes=1)
+
+
+def test_sqlite_readers_do_not_hold_the_write_lock(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'wal.db'}"
+    migrations.upgrade(url)
+    db = DatabaseService(url)
+    try:
+        with read_session(db.session_factory) as reader:
+            reader.execute(select(Project.id)).all()  # a read transaction stays open
+            started = time.monotonic()
+            with db.transaction() as writer:  # would wait 30 s behind a write lock
+                writer.add(Project(name="written", created_at=T0))
+            assert time.monotonic() - started < 1
+    finally:
+        db.dispose()

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ from omoi_os.models import (
     TaskState,
     TriggerType,
 )
+from omoi_os.services.consolidation import jobs as jobs_sql
 from omoi_os.services.consolidation.decisions import CatchUp
 from omoi_os.services.consolidation.errors import (
     ConsolidationAlreadyActive,
@@ -35,6 +36,7 @@ from omoi_os.services.consolidation.errors import (
 )
 from omoi_os.services.consolidation.jobs import CONSOLIDATION_TASK
 from omoi_os.services.consolidation.trigger_service import (
+    SCHEDULED_JOB_ID,
     TIMEOUT_GRACE,
     ConsolidationTriggerService,
 )
@@ -129,6 +131,9 @@ def test_task_card_verification_script_runs_verbatim(
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["Scheduler started", "Scheduler stopped"]
+    assert "Traceback" not in result.stderr
+    if migrated:
+        assert result.stderr == ""
 
 
 # --- scheduled ticks ------------------------------------------------------------------
@@ -147,8 +152,8 @@ def test_a_tick_creates_one_job_and_one_queue_row_per_active_project(
     first = triggers.run_scheduled_tick(tick)
     again = triggers.run_scheduled_tick(tick)
 
-    assert (first.created, first.skipped_active, first.recorded_elsewhere) == (499, 1, 0)
-    assert (again.created, again.recorded_elsewhere) == (0, 499)
+    assert (first.created, first.skipped_active, first.already_recorded) == (499, 1, False)
+    assert (again.created, again.already_recorded) == (0, True)
     scheduled = [job for job in _jobs(db) if job.trigger_type is TriggerType.SCHEDULED]
     assert len(scheduled) == 499
     assert {job.project_id for job in scheduled} == set(active) - {busy}
@@ -513,6 +518,89 @@ def test_three_missed_ticks_produce_one_run(
     assert len(_jobs(db)) == 3
 
 
+def test_a_tick_that_found_every_project_busy_is_not_run_again(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    busy = factories.job(project.id, status=JobStatus.RUNNING)
+    triggers = make_triggers(consolidation_schedule="0 2 * * *")
+    tick = T0.replace(hour=2, minute=0)
+    assert triggers.run_scheduled_tick(tick).created == 0
+    _finish(db, busy.id, tick + timedelta(minutes=10))
+
+    clock.set(tick + timedelta(minutes=40))  # a restart inside the grace
+    assert triggers.catch_up_missed_tick() is CatchUp.NOT_NEEDED
+
+    assert [job.trigger_type for job in _jobs(db)] == [TriggerType.MANUAL]
+
+
+def test_a_tick_whose_run_failed_is_retried_by_the_periodic_check(
+    db: DatabaseService,
+    factories: Factories,
+    make_triggers: MakeTriggers,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    factories.projects(3)
+    clock.set(T0.replace(hour=2, minute=0))
+    triggers = make_triggers(consolidation_schedule="0 2 * * *")
+    real_insert = jobs_sql.insert_tick_jobs
+
+    def failing_insert(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("connection reset")
+
+    monkeypatch.setattr(jobs_sql, "insert_tick_jobs", failing_insert)
+    with pytest.raises(RuntimeError):
+        triggers.run_due_tick()
+    assert _jobs(db) == []  # the whole tick rolled back, its record too
+    monkeypatch.setattr(jobs_sql, "insert_tick_jobs", real_insert)
+
+    clock.advance(timedelta(seconds=30))
+    with caplog.at_level(logging.INFO):
+        triggers.maintain()
+
+    assert len(_jobs(db)) == 3
+    assert "catching up missed tick 2026-01-05T02:00:00+00:00" in caplog.text
+    triggers.maintain()
+    assert len(_jobs(db)) == 3
+
+
+@pytest.mark.postgres_only
+def test_stop_cancels_a_tick_stuck_on_a_lock_and_it_rolls_back(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import psycopg
+
+    db = DatabaseService(postgres_url)
+    Factories(db).projects(5)
+    triggers = ConsolidationTriggerService(
+        db, settings=AppSettings(database_url=postgres_url), stop_timeout=0.5
+    )
+    tick = T0.replace(hour=2)
+    blocker = psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://"))
+    # Another run holds this tick's record, uncommitted: ours must wait for it.
+    blocker.execute("INSERT INTO consolidation_ticks VALUES (%s, now(), 0)", (tick,))
+    triggers.start()
+    stuck = threading.Thread(target=triggers._guarded(lambda: triggers.run_scheduled_tick(tick)))
+    stuck.start()
+    time.sleep(0.5)
+
+    began = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        triggers.stop()
+    stopped_in = time.monotonic() - began
+    stuck.join(5)
+    blocker.rollback()
+    blocker.close()
+
+    assert stopped_in < 3
+    assert not stuck.is_alive()
+    assert "by cancelling 1 statement(s); they rolled back" in caplog.text
+    assert _jobs(db) == []
+    db.dispose()
+
+
 # --- sweeper ------------------------------------------------------------------------------
 
 
@@ -612,7 +700,7 @@ def test_stop_is_bounded_while_a_callback_is_still_running(
         release.wait(10)
         return CatchUp.NOT_NEEDED
 
-    triggers.catch_up_missed_tick = slow_catch_up  # type: ignore[method-assign]
+    triggers.catch_up_at_start = slow_catch_up  # type: ignore[method-assign]
     triggers.start()
     assert entered.wait(5)
 
@@ -623,26 +711,32 @@ def test_stop_is_bounded_while_a_callback_is_still_running(
     release.set()
 
     assert 0.3 <= waited < 3
-    assert "1 callback(s) still finishing" in caplog.text
+    assert "1 callback(s) still running after 0.3 s (0 statement(s) cancelled)" in caplog.text
     assert not triggers.running
 
 
-def test_a_failing_callback_is_logged_and_the_scheduler_keeps_running(
+def test_a_failing_tick_is_logged_and_the_schedule_keeps_going(
     make_triggers: MakeTriggers, caplog: pytest.LogCaptureFixture
 ) -> None:
     triggers = make_triggers()
     failed = threading.Event()
 
-    def broken_catch_up() -> CatchUp:
+    def broken_tick() -> None:
         failed.set()
-        raise RuntimeError("database unreachable")
+        raise RuntimeError("database exploded")
 
-    triggers.catch_up_missed_tick = broken_catch_up  # type: ignore[method-assign]
-    with caplog.at_level(logging.ERROR):
-        triggers.start()
-        assert failed.wait(5)
-        _wait_for(lambda: "consolidation broken_catch_up failed" in caplog.text)
-
-    assert triggers.running
-    triggers.stop()
-    assert "database unreachable" in caplog.text
+    triggers.run_due_tick = broken_tick  # type: ignore[method-assign]
+    triggers.start()
+    try:
+        scheduler = triggers._scheduler  # the APScheduler instance: made to fire now
+        assert scheduler is not None
+        scheduler.modify_job(SCHEDULED_JOB_ID, next_run_time=datetime.now(UTC))
+        with caplog.at_level(logging.ERROR):
+            assert failed.wait(5)
+            _wait_for(lambda: "consolidation broken_tick failed" in caplog.text)
+        job = scheduler.get_job(SCHEDULED_JOB_ID)
+        assert job is not None and job.next_run_time > datetime.now(UTC)
+        assert any(t.name == "APScheduler" and t.is_alive() for t in threading.enumerate())
+    finally:
+        triggers.stop()
+    assert "database exploded" in caplog.text

@@ -1,4 +1,4 @@
-"""Initial schema: projects, task memories, consolidation jobs and the task queue.
+"""Initial schema: projects, task memories, consolidation jobs and ticks, the task queue.
 
 Revision ID: 0001
 Revises:
@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("max_attempts", sa.Integer(), nullable=False),
         sa.Column("available_at", TIMESTAMP, nullable=False),
         sa.Column("claimed_by", sa.String(length=200), nullable=True),
+        sa.Column("claim_token", sa.String(length=32), nullable=True),
         sa.Column("lease_expires_at", TIMESTAMP, nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", TIMESTAMP, nullable=False),
@@ -131,6 +132,14 @@ def upgrade() -> None:
     )
 
     op.create_table(
+        "consolidation_ticks",
+        sa.Column("scheduled_for", TIMESTAMP, nullable=False),
+        sa.Column("fired_at", TIMESTAMP, nullable=False),
+        sa.Column("jobs_created", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("scheduled_for", name=op.f("pk_consolidation_ticks")),
+    )
+
+    op.create_table(
         "task_memories",
         sa.Column("id", BIG_ID, nullable=False),
         sa.Column("project_id", sa.Uuid(), nullable=False),
@@ -187,6 +196,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("task_memories")
+    op.drop_table("consolidation_ticks")
     op.drop_table("consolidation_jobs")
     op.drop_table("task_queue")
     op.drop_table("projects")

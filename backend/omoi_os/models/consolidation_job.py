@@ -101,3 +101,17 @@ class ConsolidationJob(Base):
             sqlite_where=text("status = 'running'"),
         ),
     )
+
+
+class ConsolidationTick(Base):
+    """One row per schedule tick that a replica ran (its fan-out committed with it).
+
+    The primary key is the tick's instant: the first replica to insert it runs the
+    fan-out; any other, now or after a restart, sees the row and does nothing more.
+    """
+
+    __tablename__ = "consolidation_ticks"
+
+    scheduled_for: Mapped[datetime] = mapped_column(primary_key=True)
+    fired_at: Mapped[datetime]
+    jobs_created: Mapped[int] = mapped_column(default=0)

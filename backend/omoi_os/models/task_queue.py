@@ -35,6 +35,8 @@ class QueuedTask(Base):
     max_attempts: Mapped[int] = mapped_column(default=5)
     available_at: Mapped[datetime] = mapped_column(default=utc_now)
     claimed_by: Mapped[str | None] = mapped_column(String(200))
+    # New for every claim: what fences a worker's later writes to the task.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
     lease_expires_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)

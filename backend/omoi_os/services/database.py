@@ -94,8 +94,10 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
 def _begin_immediate(connection: Any) -> None:
     # SQLite has one writer. Taking the write lock at BEGIN makes concurrent
     # transactions wait for each other (busy_timeout) instead of failing with
-    # "database is locked" when a reader later tries to write.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # "database is locked" when a reader later tries to write. Sessions that only
+    # read opt out (read_session), so they never hold the lock.
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 @contextmanager
@@ -132,6 +134,31 @@ def engine_of(factory: SessionFactory) -> Engine:
     if not isinstance(bind, Engine):
         raise TypeError(f"the session factory is bound to {type(bind).__name__}, not an Engine")
     return bind
+
+
+def interrupt_statement(dbapi_connection: Any) -> None:
+    """Cancel what a DBAPI connection is executing, from another thread (psycopg:
+    a cancel request to the server; sqlite3: interrupt)."""
+    cancel = getattr(dbapi_connection, "cancel_safe", None) or getattr(
+        dbapi_connection, "cancel", None
+    )
+    if cancel is None:
+        cancel = dbapi_connection.interrupt
+    cancel()
+
+
+def raw_connection(session: Session) -> Any:
+    """The DBAPI connection under a session's current transaction."""
+    return session.connection().connection.dbapi_connection
+
+
+@contextmanager
+def read_session(factory: SessionFactory) -> Iterator[Session]:
+    """A session for reading only. On SQLite it begins DEFERRED, so it does not take
+    the write lock: WAL lets such readers run beside the one writer."""
+    with factory() as session:
+        session.connection(execution_options={"sqlite_begin": "DEFERRED"})
+        yield session
 
 
 def as_session_factory(db: Session | DatabaseService | SessionFactory | Engine) -> SessionFactory:

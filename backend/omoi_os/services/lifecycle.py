@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+from omoi_os.services.database import interrupt_statement
 
 
 class InFlight:
@@ -14,6 +17,7 @@ class InFlight:
         self._running = 0
         self._closed = False
         self._changed = threading.Condition()
+        self._connections: set[Any] = set()
 
     @contextmanager
     def enter(self) -> Iterator[bool]:
@@ -31,6 +35,26 @@ class InFlight:
                 with self._changed:
                     self._running -= 1
                     self._changed.notify_all()
+
+    @contextmanager
+    def interruptible(self, dbapi_connection: Any) -> Iterator[None]:
+        """While the block runs, interrupt_all() may cancel this connection's statement."""
+        with self._changed:
+            self._connections.add(dbapi_connection)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._connections.discard(dbapi_connection)
+
+    def interrupt_all(self) -> int:
+        """Cancel the statements of every interruptible block now running; their
+        transactions then roll back. Returns how many were interrupted."""
+        with self._changed:
+            connections = list(self._connections)
+        for connection in connections:
+            interrupt_statement(connection)
+        return len(connections)
 
     def close(self) -> None:
         with self._changed:

@@ -10,7 +10,12 @@ from sqlalchemy.orm import Session
 from omoi_os.clock import Clock, utc_now
 from omoi_os.models import Project
 from omoi_os.services.consolidation.errors import ProjectNotFound
-from omoi_os.services.database import DatabaseService, SessionFactory, as_session_factory
+from omoi_os.services.database import (
+    DatabaseService,
+    SessionFactory,
+    as_session_factory,
+    read_session,
+)
 
 
 class ProjectService:
@@ -27,7 +32,7 @@ class ProjectService:
         return project
 
     def get(self, project_id: uuid.UUID) -> Project:
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             project = session.get(Project, project_id)
         if project is None:
             raise ProjectNotFound(project_id)

@@ -8,8 +8,8 @@ dies leaves its lease to expire; `reclaim_expired` puts the task back.
 Each operation is one SQL statement. Claiming uses `FOR UPDATE SKIP LOCKED` on
 PostgreSQL, so concurrent workers never take the same task; on SQLite the
 statement runs under the database's single write lock, which is just as atomic.
-Every write after a claim is fenced by (claimed_by, attempts): a worker whose
-lease was taken over cannot complete or fail the task any more.
+Every write after a claim is fenced by the claim's own token: a worker whose
+lease was taken over cannot complete, fail or release the task any more.
 
 On PostgreSQL, enqueueing NOTIFYs `NOTIFY_CHANNEL` (delivered at commit), so a
 listening worker wakes at once; on SQLite workers poll.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,18 +33,22 @@ from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.models import QueuedTask, TaskState
+from omoi_os.models.base import cast_table
 from omoi_os.services.database import (
     DatabaseService,
     SessionFactory,
     as_session_factory,
     execute_counting,
     insert_ignoring_conflicts,
+    read_session,
     transaction_scope,
 )
 
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "omoi_task_queue"
+# Bound with the column's own type (UTC handling), also where SQL builds the value.
+_finished_at_type = cast_table(QueuedTask).c.finished_at.type
 DEFAULT_LEASE = timedelta(seconds=60)
 DEFAULT_MAX_ATTEMPTS = 5
 
@@ -63,15 +68,16 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class ClaimedTask:
-    """A task leased to one worker. `attempts` counts this claim, and fences it."""
+    """A task leased to one worker; `claim_token` is this claim's and fences it."""
 
     id: int
     task_type: str
     task_id: str
     payload: dict[str, Any]
-    attempts: int
+    attempts: int  # this claim included
     max_attempts: int
     lease_expires_at: datetime
+    claim_token: str
 
 
 class FailOutcome(StrEnum):
@@ -198,6 +204,7 @@ class TaskQueueService:
             .values(
                 state=TaskState.CLAIMED,
                 claimed_by=worker_id,
+                claim_token=uuid.uuid4().hex,
                 lease_expires_at=expires,
                 attempts=QueuedTask.attempts + 1,
             )
@@ -209,6 +216,7 @@ class TaskQueueService:
                 QueuedTask.attempts,
                 QueuedTask.max_attempts,
                 QueuedTask.lease_expires_at,
+                QueuedTask.claim_token,
             )
         )
         with self._sessions.begin() as session:
@@ -254,6 +262,7 @@ class TaskQueueService:
             session,
             last_error=error,
             claimed_by=None,
+            claim_token=None,
             lease_expires_at=None,
             **values,
         )
@@ -270,6 +279,7 @@ class TaskQueueService:
             available_at=self._clock(),
             attempts=QueuedTask.attempts - 1,
             claimed_by=None,
+            claim_token=None,
             lease_expires_at=None,
         )
 
@@ -278,7 +288,7 @@ class TaskQueueService:
         statement = select(func.min(QueuedTask.available_at)).where(
             QueuedTask.state == TaskState.QUEUED, QueuedTask.task_type.in_(list(task_types))
         )
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             return session.scalar(statement)
 
     def reclaim_expired(self) -> int:
@@ -291,10 +301,11 @@ class TaskQueueService:
             .where(QueuedTask.state == TaskState.CLAIMED, QueuedTask.lease_expires_at < now)
             .values(
                 state=case((exhausted, TaskState.DEAD.value), else_=TaskState.QUEUED.value),
-                finished_at=case((exhausted, now), else_=None),
+                finished_at=case((exhausted, literal(now, _finished_at_type)), else_=None),
                 available_at=now,
                 last_error=func.coalesce("lease of " + QueuedTask.claimed_by, "lease") + " expired",
                 claimed_by=None,
+                claim_token=None,
                 lease_expires_at=None,
             )
         )
@@ -321,6 +332,7 @@ class TaskQueueService:
                 finished_at=self._clock(),
                 last_error=reason,
                 claimed_by=None,
+                claim_token=None,
                 lease_expires_at=None,
             )
         )
@@ -331,7 +343,7 @@ class TaskQueueService:
         statement = select(QueuedTask.state, func.count()).group_by(QueuedTask.state)
         if task_type is not None:
             statement = statement.where(QueuedTask.task_type == task_type)
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             counts = {state: count for state, count in session.execute(statement)}
         return {state: counts.get(state, 0) for state in TaskState}
 
@@ -344,7 +356,7 @@ class TaskQueueService:
                 QueuedTask.id == task.id,
                 QueuedTask.state == TaskState.CLAIMED,
                 QueuedTask.claimed_by == worker_id,
-                QueuedTask.attempts == task.attempts,
+                QueuedTask.claim_token == task.claim_token,
             )
             .values(**values)
         )

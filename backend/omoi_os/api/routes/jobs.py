@@ -13,6 +13,7 @@ from omoi_os.api.errors import error_responses
 from omoi_os.api.schemas import JobCreate, JobOut, JobPage
 from omoi_os.models import JobStatus, TriggerType
 from omoi_os.services.consolidation import jobs
+from omoi_os.services.database import read_session
 
 router = APIRouter(tags=["consolidation jobs"])
 
@@ -44,7 +45,7 @@ def trigger_consolidation(
 @router.get("/consolidation-jobs/{job_id}", response_model=JobOut, responses=error_responses(404))
 def read_job(job_id: JobId, services: AppServices) -> JobOut:
     """Read one consolidation job."""
-    with services.db.get_session() as session:
+    with read_session(services.db.session_factory) as session:
         return JobOut.model_validate(jobs.get_job(session, job_id))
 
 
@@ -62,7 +63,7 @@ def list_project_jobs(
 ) -> JobPage:
     """A project's consolidation jobs, newest first."""
     services.projects.get(project_id)  # 404 for an unknown project, not an empty page
-    with services.db.get_session() as session:
+    with read_session(services.db.session_factory) as session:
         page = jobs.list_jobs(
             session, project_id, status=status_filter, limit=limit + 1, offset=offset
         )

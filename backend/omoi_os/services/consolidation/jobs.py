@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from omoi_os.models import (
     ConsolidationJob,
+    ConsolidationTick,
     JobStatus,
     Project,
     QueuedTask,
@@ -119,15 +120,30 @@ def tick_job_task_ids(tick: datetime) -> Any:
     )
 
 
+def record_tick(session: Session, tick: datetime, *, now: datetime) -> bool:
+    """Claim `tick` for this run: True if no run recorded it before. A concurrent run's
+    uncommitted claim makes this wait for its outcome (PostgreSQL), so exactly one
+    run of a tick writes its jobs."""
+    statement = (
+        insert_ignoring_conflicts(session, ConsolidationTick)
+        .values(scheduled_for=tick, fired_at=now, jobs_created=0)
+        .returning(cast_table(ConsolidationTick).c.scheduled_for)
+    )
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
+def count_tick_jobs_created(session: Session, tick: datetime, created: int) -> None:
+    session.execute(
+        update(ConsolidationTick)
+        .where(ConsolidationTick.scheduled_for == tick)
+        .values(jobs_created=created)
+    )
+
+
 def tick_recorded(session: Session, tick: datetime) -> bool:
-    """Did any replica already write jobs for `tick`?"""
-    statement = select(exists().where(ConsolidationJob.scheduled_for == tick))
+    """Did a run of `tick` commit (here or on another replica)?"""
+    statement = select(exists().where(ConsolidationTick.scheduled_for == tick))
     return bool(session.scalar(statement))
-
-
-def count_tick_jobs(session: Session, tick: datetime) -> int:
-    statement = select(func.count()).where(ConsolidationJob.scheduled_for == tick)
-    return session.scalar(statement) or 0
 
 
 def count_active_projects(session: Session) -> int:

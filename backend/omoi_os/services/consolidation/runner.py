@@ -30,7 +30,7 @@ from omoi_os.services.consolidation.scoring import (
     tier_for,
     value_score,
 )
-from omoi_os.services.database import SessionFactory
+from omoi_os.services.database import SessionFactory, read_session
 
 _memories = cast_table(TaskMemory)
 _SCORING_COLUMNS = (
@@ -168,7 +168,7 @@ class ConsolidationRunner:
         that only the scores stay in memory."""
         statement = select(*_SCORING_COLUMNS[1:]).where(TaskMemory.project_id == project_id)
         scores = array("d")
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             rows = session.execute(statement, execution_options={"yield_per": _STREAM_ROWS})
             for memory_type, reused_count, learned_at, success in rows:
                 scores.append(

@@ -32,6 +32,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from omoi_os import migrations
 from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings, get_app_settings
 from omoi_os.metrics import (
@@ -57,7 +58,14 @@ from omoi_os.services.consolidation.errors import (
 )
 from omoi_os.services.consolidation.schedule import ScheduleTrigger
 from omoi_os.services.consolidation.scope import DEFAULT_SCOPE, ConsolidationScope, parse_scope
-from omoi_os.services.database import DatabaseService, SessionFactory, as_session_factory
+from omoi_os.services.database import (
+    DatabaseService,
+    SessionFactory,
+    as_session_factory,
+    engine_of,
+    raw_connection,
+    read_session,
+)
 from omoi_os.services.lifecycle import InFlight
 from omoi_os.services.task_queue import TaskQueueService
 
@@ -74,6 +82,7 @@ SYSTEM_PRINCIPAL = "system"
 TIMEOUT_GRACE = timedelta(seconds=60)
 DEFAULT_SWEEP_INTERVAL = timedelta(seconds=30)
 DEFAULT_STOP_TIMEOUT = 10.0
+INTERRUPT_GRACE_S = 5.0
 # PostgreSQL SQLSTATEs worth one more try: deadlock, serialization failure.
 _RETRYABLE_SQLSTATES = {"40P01", "40001"}
 _TICK_ATTEMPTS = 3
@@ -84,12 +93,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class TickResult:
-    """What one scheduled tick did."""
+    """What one run of a scheduled tick did."""
 
     tick: datetime
-    created: int  # jobs this call created (and queued)
-    recorded_elsewhere: int  # jobs for this tick another replica had already written
+    created: int  # jobs this run created (and queued)
     skipped_active: int  # active projects passed over because a job was running
+    already_recorded: bool  # another run (here or on a replica) had done this tick
     seconds: float
 
 
@@ -141,7 +150,7 @@ class ConsolidationTriggerService:
             misfire_grace_time=max(1, self.settings.consolidation_misfire_grace),
         )
         scheduler.add_job(
-            self._guarded(self.sweep),
+            self._guarded(self.maintain),
             IntervalTrigger(seconds=self._sweep_interval.total_seconds(), timezone=UTC),
             id=SWEEPER_JOB_ID,
             name="consolidation: sweeper",
@@ -155,7 +164,7 @@ class ConsolidationTriggerService:
         # thread rather than a one-off APScheduler job: APScheduler 3 raises
         # JobLookupError in its thread if shutdown() races the removal of a one-off job.
         threading.Thread(
-            target=self._guarded(self.catch_up_missed_tick),
+            target=self._guarded(self.catch_up_at_start),
             name="consolidation-catch-up",
             daemon=True,
         ).start()
@@ -176,13 +185,28 @@ class ConsolidationTriggerService:
         scheduler.shutdown(wait=False)
         bound = self._stop_timeout if timeout is None else timeout
         if not self._callbacks.wait_idle(bound):
-            logger.warning(
-                "consolidation scheduler stopped with %d callback(s) still finishing "
-                "after %.1f s; their transactions commit or roll back on their own",
-                self._callbacks.running,
-                bound,
-            )
+            self._interrupt_stragglers(bound)
         logger.info("consolidation scheduler stopped")
+
+    def _interrupt_stragglers(self, waited: float) -> None:
+        """Cancel the statement of a tick still writing: its transaction rolls back
+        whole, and the tick is caught up at the next start."""
+        interrupted = self._callbacks.interrupt_all()
+        if interrupted and self._callbacks.wait_idle(INTERRUPT_GRACE_S):
+            logger.warning(
+                "consolidation scheduler stopped after %.1f s by cancelling "
+                "%d statement(s); they rolled back",
+                waited,
+                interrupted,
+            )
+            return
+        logger.warning(
+            "consolidation scheduler stopped with %d callback(s) still running after %.1f s "
+            "(%d statement(s) cancelled); their transactions commit or roll back on their own",
+            self._callbacks.running,
+            waited,
+            interrupted,
+        )
 
     def next_run_time(self) -> datetime | None:
         """The next tick of the schedule (UTC)."""
@@ -363,15 +387,20 @@ class ConsolidationTriggerService:
         TRIGGERS.labels(TriggerType.SCHEDULED.value, TriggerOutcome.SKIPPED_ACTIVE.value).inc(
             result.skipped_active
         )
-        TRIGGERS.labels(TriggerType.SCHEDULED.value, TriggerOutcome.SKIPPED_RECORDED.value).inc(
-            result.recorded_elsewhere
-        )
+        if result.already_recorded:
+            TRIGGERS.labels(
+                TriggerType.SCHEDULED.value, TriggerOutcome.SKIPPED_RECORDED.value
+            ).inc()
+            logger.info(
+                "scheduled tick %s: already run (here or by a replica); nothing to do",
+                tick.isoformat(),
+            )
+            return result
         logger.info(
-            "scheduled tick %s: created %d job(s); %d already recorded by another run; "
-            "%d active project(s) skipped with a job in progress (%.3f s)",
+            "scheduled tick %s: created %d job(s); %d active project(s) skipped with a job "
+            "in progress (%.3f s)",
             tick.isoformat(),
             result.created,
-            result.recorded_elsewhere,
             result.skipped_active,
             result.seconds,
         )
@@ -379,7 +408,12 @@ class ConsolidationTriggerService:
 
     def _fan_out(self, tick: datetime, started: float) -> TickResult:
         now = self._clock()
-        with self._sessions.begin() as session:
+        with (
+            self._sessions.begin() as session,
+            self._callbacks.interruptible(raw_connection(session)),
+        ):
+            if not jobs.record_tick(session, tick, now=now):
+                return TickResult(tick, 0, 0, True, time.perf_counter() - started)
             created = jobs.insert_tick_jobs(
                 session, tick=tick, scope=DEFAULT_SCOPE.to_document(), now=now
             )
@@ -393,35 +427,47 @@ class ConsolidationTriggerService:
                 )
             if queued != created:  # every job has its task: anything else is a bug
                 raise RuntimeError(f"tick {tick}: {created} jobs but {queued} queue rows")
-            tick_jobs = jobs.count_tick_jobs(session, tick)
+            jobs.count_tick_jobs_created(session, tick, created)
             active_projects = jobs.count_active_projects(session)
-        return TickResult(
-            tick=tick,
-            created=created,
-            recorded_elsewhere=tick_jobs - created,
-            skipped_active=max(active_projects - tick_jobs, 0),
-            seconds=time.perf_counter() - started,
-        )
+        skipped = max(active_projects - created, 0)
+        return TickResult(tick, created, skipped, False, time.perf_counter() - started)
 
-    def catch_up_missed_tick(self) -> CatchUp:
-        """At start-up: run the latest tick once if no replica ran it and it is younger
-        than consolidation_misfire_grace; older misses are skipped and logged."""
+    def catch_up_at_start(self) -> CatchUp:
+        """At start-up: say clearly if the database is not migrated (no tick can run),
+        else run the latest tick if it was missed (see catch_up_missed_tick)."""
+        try:
+            migrations.ensure_current(engine_of(self._sessions))
+        except migrations.SchemaNotCurrent as exc:
+            logger.warning("scheduled consolidation cannot run: %s", exc)
+            return CatchUp.NOT_NEEDED
+        return self.catch_up_missed_tick(report_too_old=True)
+
+    def catch_up_missed_tick(self, *, report_too_old: bool = True) -> CatchUp:
+        """Run the latest tick once if no run of it committed and it is younger than
+        consolidation_misfire_grace (every replica was down, or its run failed); older
+        misses are skipped and, if `report_too_old`, logged."""
         now = self._clock()
         latest = self.schedule.latest_tick(now)
-        with self._sessions() as session:
+        with read_session(self._sessions) as session:
             recorded = latest is not None and jobs.tick_recorded(session, latest)
         grace = timedelta(seconds=self.settings.consolidation_misfire_grace)
         decision = decide_catch_up(latest, recorded, now, grace)
         if decision is CatchUp.RUN and latest is not None:
             logger.info("catching up missed tick %s", latest.isoformat())
             self.run_scheduled_tick(latest)
-        elif decision is CatchUp.TOO_OLD and latest is not None:
+        elif decision is CatchUp.TOO_OLD and latest is not None and report_too_old:
             logger.info(
                 "missed tick %s is older than consolidation_misfire_grace (%s); skipped",
                 latest.isoformat(),
                 grace,
             )
         return decision
+
+    def maintain(self) -> None:
+        """The periodic job: end jobs that cannot finish, and retry a tick whose run
+        failed while this replica kept running."""
+        self.sweep()
+        self.catch_up_missed_tick(report_too_old=False)
 
     # --- sweeper ---------------------------------------------------------------------
 
@@ -466,6 +512,10 @@ class ConsolidationTriggerService:
                     return
                 try:
                     callback()
+                except OperationalError as exc:  # the database is down: one line, no trace
+                    logger.warning(
+                        "consolidation %s: database unavailable: %s", callback.__name__, exc.orig
+                    )
                 except Exception:
                     logger.exception("consolidation %s failed", callback.__name__)
 

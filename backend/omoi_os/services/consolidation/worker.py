@@ -265,13 +265,19 @@ class ConsolidationWorker:
         )
 
     def _fail(self, task: ClaimedTask, job: JobToRun, error: str) -> None:
-        with self._sessions.begin() as session:
-            outcome = self.queue.fail(task, self.worker_id, error, session=session)
-            if outcome is FailOutcome.NOT_HELD:
-                return
-            # A retry keeps the job the project's active one; the last failure ends it.
-            status = JobStatus.FAILED if outcome is FailOutcome.DEAD else JobStatus.PENDING
-            jobs.finish_job(session, job.id, status=status, now=self._clock(), error=error)
+        # The job row before the queue row, in every writer (the sweeper too): one
+        # lock order, no deadlock. The queue's own rule decides retry or give up.
+        will_retry = task.attempts < task.max_attempts
+        status = JobStatus.PENDING if will_retry else JobStatus.FAILED
+        try:
+            with self._sessions.begin() as session:
+                jobs.finish_job(session, job.id, status=status, now=self._clock(), error=error)
+                if self.queue.fail(task, self.worker_id, error, session=session) is (
+                    FailOutcome.NOT_HELD
+                ):
+                    raise LeaseLost(f"task {task.id} was taken over by another worker")
+        except LeaseLost:
+            return  # rolled back: the job belongs to whoever holds the task now
         if status is JobStatus.FAILED:
             JOBS_FINISHED.labels(status.value).inc()
         logger.warning(
@@ -279,6 +285,6 @@ class ConsolidationWorker:
             job.id,
             job.project_id,
             task.attempts,
-            "giving up" if status is JobStatus.FAILED else "will retry",
+            "will retry" if will_retry else "giving up",
             error,
         )
