@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bench import threshold_probe, tick_fanout
+from bench import consolidation_worker, threshold_probe, tick_fanout
 
-BENCHMARKS = (threshold_probe, tick_fanout)
+BENCHMARKS = (threshold_probe, tick_fanout, consolidation_worker)
 
 
 def main() -> None:

@@ -114,7 +114,9 @@ def _run_child(kind: str, url: str) -> dict[str, float]:
 
 
 def _load_projects(url: str, active: int) -> None:
-    sql(url, "TRUNCATE projects, consolidation_jobs, task_queue, task_memories")
+    sql(
+        url, "TRUNCATE projects, consolidation_jobs, consolidation_ticks, task_queue, task_memories"
+    )
     sql(
         url,
         "INSERT INTO projects (id, name, is_active, created_at) "

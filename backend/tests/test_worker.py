@@ -31,7 +31,7 @@ from omoi_os.models import (
 from omoi_os.services.consolidation.runner import ConsolidationRunner
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.worker import ConsolidationWorker
-from omoi_os.services.database import DatabaseService
+from omoi_os.services.database import DatabaseService, read_session
 from omoi_os.services.memory import MemoryService, NewMemory
 from omoi_os.services.task_queue import RetryPolicy, TaskQueueService
 
@@ -51,7 +51,7 @@ def _settings(db: DatabaseService, **overrides: Any) -> AppSettings:
 
 
 def _job(db: DatabaseService, job_id: int) -> ConsolidationJob:
-    with db.get_session() as session:
+    with read_session(db.session_factory) as session:
         job = session.get(ConsolidationJob, job_id)
         assert job is not None
         return job
@@ -63,7 +63,7 @@ def _memories(db: DatabaseService) -> list[TaskMemory]:
 
 
 def _unconsolidated(db: DatabaseService) -> int:
-    with db.get_session() as session:
+    with read_session(db.session_factory) as session:
         statement = select(func.count()).where(TaskMemory.is_consolidated.is_(False))
         return session.scalar(statement) or 0
 
@@ -309,8 +309,8 @@ class _SteppedWorker(ConsolidationWorker):
         self.paused = threading.Event()
         self.go_on = threading.Event()
 
-    def _keep_lease(self, task: Any) -> None:
-        super()._keep_lease(task)
+    def _hold_lease(self, task: Any, session: Any) -> None:
+        super()._hold_lease(task, session)
         self.batches += 1
         if self.batches == 3:
             self.paused.set()
@@ -348,6 +348,44 @@ def test_stopping_finishes_the_batch_and_hands_the_job_back(
     job = _job(db, job_id)
     assert (job.status, (job.result or {})["memories_processed"]) == (JobStatus.COMPLETED, 50)
     assert _unconsolidated(db) == 0
+
+
+class _OvertakenWorker(ConsolidationWorker):
+    """Between its first and second batch, its lease expires and another worker
+    claims the task (as if this one had stalled past its lease)."""
+
+    def __init__(self, *args: Any, clock: FakeClock, **kwargs: Any) -> None:
+        super().__init__(*args, clock=clock, **kwargs)
+        self.fake_clock = clock
+        self.checks = 0
+
+    def _keep_going(self) -> bool:
+        self.checks += 1
+        if self.checks == 2:
+            self.fake_clock.advance(timedelta(minutes=5))
+            self.queue.reclaim_expired()
+            assert self.queue.claim(["consolidation"], "the-other-worker")
+        return super()._keep_going()
+
+
+def test_a_worker_that_lost_its_lease_rolls_back_its_batch_and_stops(
+    db: DatabaseService, factories: Factories
+) -> None:
+    clock = FakeClock(T0)
+    project = factories.project()
+    factories.memories(project.id, 20)
+    settings = _settings(db, worker_batch_size=5)
+    job_id = ConsolidationTriggerService(
+        db, settings=settings, clock=clock
+    ).trigger_consolidation_sync(project.id)
+
+    assert _OvertakenWorker(db, settings=settings, clock=clock).run_once() is True
+
+    assert _unconsolidated(db) == 15  # the first batch only; the second rolled back
+    job = _job(db, job_id)
+    assert (job.status, (job.result or {})["memories_processed"]) == (JobStatus.RUNNING, 5)
+    (task,) = factories.queue_rows()
+    assert (task.state, task.claimed_by) == (TaskState.CLAIMED, "the-other-worker")
 
 
 def test_worker_threads_pick_up_queued_jobs(db: DatabaseService, factories: Factories) -> None:

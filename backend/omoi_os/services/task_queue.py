@@ -224,11 +224,16 @@ class TaskQueueService:
         return sorted((ClaimedTask(*row) for row in rows), key=lambda task: task.id)
 
     def extend_lease(
-        self, task: ClaimedTask, worker_id: str, lease: timedelta | None = None
+        self,
+        task: ClaimedTask,
+        worker_id: str,
+        lease: timedelta | None = None,
+        *,
+        session: Session | None = None,
     ) -> bool:
         """Push the lease of a task this worker still holds; False if it lost it."""
         expires = self._clock() + (lease or self.lease)
-        return self._update_held(task, worker_id, None, lease_expires_at=expires)
+        return self._update_held(task, worker_id, session, lease_expires_at=expires)
 
     def complete(
         self, task: ClaimedTask, worker_id: str, *, session: Session | None = None

@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, bindparam, false, select, update
+from sqlalchemy import Row, bindparam, false, select, text, update
+from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.models import MemoryTier, TaskMemory
-from omoi_os.models.base import cast_table
+from omoi_os.models.base import UTCDateTime, cast_table
 from omoi_os.services.consolidation import jobs
 from omoi_os.services.consolidation.scope import ConsolidationScope
 from omoi_os.services.consolidation.scoring import (
@@ -42,7 +43,15 @@ _SCORING_COLUMNS = (
 )
 _STREAM_ROWS = 10_000
 
-# One statement, executed for a whole batch of parameter sets.
+# PostgreSQL: one statement per batch, the batch passed as three arrays.
+_MARK_ALL_POSTGRES = text(
+    "UPDATE task_memories AS m SET consolidation_score = v.score, tier = v.tier, "
+    "is_consolidated = true, consolidated_at = :now, consolidation_job_id = :job_id "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:scores AS double precision[]), "
+    "CAST(:tiers AS varchar[])) AS v(id, score, tier) WHERE m.id = v.id"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+# Elsewhere (SQLite, in process): one statement executed for each memory of the batch.
 _MARK = (
     update(_memories)
     .where(_memories.c.id == bindparam("memory_id"))
@@ -137,10 +146,11 @@ class ConsolidationRunner:
         *,
         deadline: float,
         keep_going: Callable[[], bool],
-        after_batch: Callable[[], None],
+        in_batch: Callable[[Session], None],
     ) -> tuple[RunEnd, Progress]:
         """Batches until the scope is done, `deadline` (on the timer) passes, or
-        `keep_going()` says stop. `after_batch` runs after each commit (lease upkeep)."""
+        `keep_going()` says stop. `in_batch` runs inside each batch's transaction before
+        it commits (the worker renews its lease there; raising rolls the batch back)."""
         started = self._timer()
         now = self._clock()  # one instant for the whole run: ages and cutoffs agree
         progress = Progress.resume(job.previous_result, dry_run=job.scope.dry_run)
@@ -155,11 +165,12 @@ class ConsolidationRunner:
             if not keep_going():
                 end = RunEnd.STOPPED
                 break
-            last_id = self._batch(job, progress, cutoffs, now, after_id, earlier, started)
+            last_id = self._batch(
+                job, progress, cutoffs, now, after_id, (earlier, started), in_batch
+            )
             if last_id is None:
                 break
             after_id = last_id
-            after_batch()
         progress.duration_seconds = earlier + self._timer() - started
         return end, progress
 
@@ -169,7 +180,7 @@ class ConsolidationRunner:
         statement = select(*_SCORING_COLUMNS[1:]).where(TaskMemory.project_id == project_id)
         scores = array("d")
         with read_session(self._sessions) as session:
-            rows = session.execute(statement, execution_options={"yield_per": _STREAM_ROWS})
+            rows = session.connection().execution_options(yield_per=_STREAM_ROWS).execute(statement)
             for memory_type, reused_count, learned_at, success in rows:
                 scores.append(
                     value_score(
@@ -188,22 +199,24 @@ class ConsolidationRunner:
         cutoffs: TierCutoffs,
         now: datetime,
         after_id: int,
-        earlier: float,
-        started: float,
+        clock_base: tuple[float, float],
+        in_batch: Callable[[Session], None],
     ) -> int | None:
         """Score, tier and (unless dry) mark the next batch, and save the totals, in one
         transaction. Returns the batch's last memory id, or None when nothing is left."""
         with self._sessions.begin() as session:
-            rows = session.execute(self._next_batch(job, now, after_id)).all()
+            rows = session.connection().execute(self._next_batch(job, now, after_id)).all()
             if not rows:
                 return None
             marks = [self._mark(row, cutoffs, now, job.id) for row in rows]
             if not job.scope.dry_run:
-                session.connection().execute(_MARK, marks)
+                _write_marks(session, marks, now, job.id)
             progress.add([mark["tier"] for mark in marks])
+            earlier, started = clock_base
             progress.duration_seconds = earlier + self._timer() - started
             if not jobs.save_progress(session, job.id, progress.to_document()):
                 raise JobVanished(f"job {job.id} is no longer running")
+            in_batch(session)
         return int(rows[-1].id)
 
     def _next_batch(self, job: JobToRun, now: datetime, after_id: int) -> Any:
@@ -244,3 +257,21 @@ class ConsolidationRunner:
             "now": now,
             "job_id": job_id,
         }
+
+
+def _write_marks(session: Session, marks: list[dict[str, Any]], now: datetime, job_id: int) -> None:
+    """Store a batch's scores and tiers and mark its memories consolidated."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.execute(_MARK, marks)
+        return
+    connection.execute(
+        _MARK_ALL_POSTGRES,
+        {
+            "ids": [mark["memory_id"] for mark in marks],
+            "scores": [mark["score"] for mark in marks],
+            "tiers": [mark["tier"].value for mark in marks],
+            "now": now,
+            "job_id": job_id,
+        },
+    )

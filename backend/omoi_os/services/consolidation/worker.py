@@ -75,6 +75,7 @@ class ConsolidationWorker:
         clock: Clock = utc_now,
         timer: Callable[[], float] = time.monotonic,
         worker_id: str | None = None,
+        listen: bool = True,
     ) -> None:
         self._sessions = as_session_factory(db)
         self.settings = settings
@@ -85,6 +86,7 @@ class ConsolidationWorker:
             self._sessions, batch_size=settings.worker_batch_size, clock=clock, timer=timer
         )
         self._timer = timer
+        self._listen = listen  # False: poll only (to measure what NOTIFY saves)
         self._clock = clock
         self._lease = lease
         self._stopping = threading.Event()
@@ -105,7 +107,7 @@ class ConsolidationWorker:
             return
         self._stopping.clear()
         engine = engine_of(self._sessions)
-        if engine.dialect.name == "postgresql":
+        if self._listen and engine.dialect.name == "postgresql":
             url = engine.url.render_as_string(hide_password=False)
             self._listener = QueueListener(url, self._wake.set)
             self._listener.start()
@@ -196,8 +198,8 @@ class ConsolidationWorker:
             end, progress = self._runner.run(
                 job,
                 deadline=deadline,
-                keep_going=lambda: not self._stopping.is_set(),
-                after_batch=lambda: self._keep_lease(task),
+                keep_going=self._keep_going,
+                in_batch=lambda session: self._hold_lease(task, session),
             )
         except (LeaseLost, JobVanished) as exc:
             logger.warning("job %d: stopped working on it: %s", job.id, exc)
@@ -223,8 +225,14 @@ class ConsolidationWorker:
                 previous_result=row.result,
             )
 
-    def _keep_lease(self, task: ClaimedTask) -> None:
-        if not self.queue.extend_lease(task, self.worker_id, self._lease):
+    def _keep_going(self) -> bool:
+        """Asked between batches: False once the worker is stopping."""
+        return not self._stopping.is_set()
+
+    def _hold_lease(self, task: ClaimedTask, session: Session) -> None:
+        """Inside each batch's transaction: renew the lease, or roll the batch back if
+        another worker took the task over (so two workers never write the same job)."""
+        if not self.queue.extend_lease(task, self.worker_id, self._lease, session=session):
             raise LeaseLost(f"task {task.id} was taken over by another worker")
 
     def _end(self, task: ClaimedTask, job: JobToRun, end: RunEnd, progress: Progress) -> None:
