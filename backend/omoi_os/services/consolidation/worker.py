@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
@@ -149,6 +150,9 @@ class ConsolidationWorker:
             try:
                 self._reclaim_now_and_then()
                 worked = self.run_once()
+            except OperationalError as exc:  # the database is down: one line, then wait
+                logger.warning("consolidation worker: database unavailable: %s", exc.orig)
+                worked = False
             except Exception:
                 logger.exception("consolidation worker loop failed; retrying shortly")
                 worked = False
