@@ -281,6 +281,15 @@ def test_conflicts_name_the_active_job_and_write_nothing(
         ("post", "/api/v1/projects", {"name": ""}, ["body", "name"]),
         ("post", "/api/v1/projects", {"name": "x", "owner": "me"}, ["body", "owner"]),
         ("patch", "/api/v1/projects/{pid}", {}, ["body"]),
+        ("patch", "/api/v1/projects/{pid}", {"is_active": None}, ["body"]),
+        ("post", "/api/v1/projects", {"name": "x", "is_active": 0}, ["body", "is_active"]),
+        ("post", "/api/v1/projects", {"name": "nul\u0000byte"}, ["body", "name"]),
+        (
+            "post",
+            "/api/v1/projects/{pid}/memories",
+            {"memory_type": "warning", "execution_summary": "x", "reused_count": "3"},
+            ["body", "reused_count"],
+        ),
         ("get", "/api/v1/projects/not-a-uuid", None, ["path", "project_id"]),
         (
             "post",
@@ -341,6 +350,13 @@ def test_bad_input_gets_422_naming_the_field_and_writes_nothing(
     assert response.status_code == 422, response.text
     assert response.json()["detail"][0]["loc"] == location
     assert _rows(factories) == before
+
+
+def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
+    response = client.options(f"/api/v1/projects/{uuid.uuid4()}", headers=AUTH)
+
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD, PATCH"
 
 
 def test_bodies_over_64_kib_get_413_and_write_nothing(

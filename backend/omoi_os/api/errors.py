@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omoi_os.api.schemas import ConflictBody, ErrorBody
@@ -26,6 +29,7 @@ MAX_BODY_BYTES = 64 * 1024
 DATABASE_RETRY_AFTER_SECONDS = 5
 
 _ERROR_DOCS: dict[int, tuple[str, type[BaseModel]]] = {
+    400: ("The body is not JSON", ErrorBody),
     401: ("Missing or wrong bearer token", ErrorBody),
     404: ("No such project or job", ErrorBody),
     409: ("The project is inactive, or already has an active job", ConflictBody),
@@ -42,12 +46,35 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ProjectNotFound, _not_found)
     app.add_exception_handler(JobNotFound, _not_found)
     app.add_exception_handler(ProjectInactive, _conflict)
     app.add_exception_handler(ConsolidationAlreadyActive, _already_active)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeout, _database_unavailable)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer, except that a 405 lists every method of the path in `Allow`
+    (Starlette names only the first route that matched the path)."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code != 405:
+        return await http_exception_handler(request, exc)
+    headers = {"Allow": ", ".join(_methods_of(request.app, request.url.path))}
+    return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
+
+
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI schema documents for `path` (HEAD goes with GET)."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
 from omoi_os.models import JobStatus, MemoryType, TriggerType
+from omoi_os.services.consolidation.json_types import JsonInt
 from omoi_os.services.consolidation.scope import ConsolidationScope
 
-PROJECT_ID_EXAMPLE = "3f1c2a4e-8d0b-4b7e-9a51-2c6f0e9d7b13"
+# PostgreSQL text cannot hold NUL: refuse it as bad input (422), not later as a 500.
+NO_NUL = r"^[^\x00]*$"
+ProjectName = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+Text20k = Annotated[str, Field(min_length=1, max_length=20_000, pattern=NO_NUL)]
 
 
 class Request(BaseModel):
@@ -28,19 +40,26 @@ class Response(BaseModel):
 class ProjectCreate(Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "checkout-service"}]})
 
-    name: str = Field(min_length=1, max_length=200)
-    is_active: bool = True
+    name: ProjectName
+    is_active: StrictBool = True
 
 
 class ProjectUpdate(Request):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
+    # minProperties tells clients (and schemathesis) that {} changes nothing: 422.
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"is_active": False}], "minProperties": 1}
+    )
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    is_active: bool | None = None
+    # Optional, but not nullable: null would be a third meaning besides "set" and "keep".
+    name: ProjectName | SkipJsonSchema[None] = None
+    is_active: StrictBool | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _something_to_change(self) -> ProjectUpdate:
-        if self.name is None and self.is_active is None:
+        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if nulls:
+            raise ValueError(f"{', '.join(nulls)} must not be null")
+        if not self.model_fields_set:
             raise ValueError("give at least one of name, is_active")
         return self
 
@@ -70,9 +89,9 @@ class MemoryCreate(Request):
     )
 
     memory_type: MemoryType
-    execution_summary: str = Field(min_length=1, max_length=20_000)
-    success: bool = True
-    reused_count: int = Field(default=0, ge=0, le=1_000_000_000)
+    execution_summary: Text20k
+    success: StrictBool = True
+    reused_count: JsonInt = Field(default=0, ge=0, le=1_000_000_000)
     learned_at: AwareDatetime | None = Field(
         default=None, description="When the lesson was learned (default: now)"
     )

@@ -25,7 +25,7 @@ MAX_PAGE = 200
     "/projects/{project_id}/consolidation-jobs",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses=error_responses(404, 409),
+    responses=error_responses(400, 404, 409),
 )
 def trigger_consolidation(
     project_id: uuid.UUID,

@@ -21,7 +21,12 @@ from omoi_os.services.memory import NewMemory
 router = APIRouter(prefix="/projects", tags=["projects"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProjectOut)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProjectOut,
+    responses=error_responses(400),
+)
 def create_project(body: ProjectCreate, services: AppServices) -> ProjectOut:
     """Create a project."""
     project = services.projects.create(body.name, is_active=body.is_active)
@@ -34,7 +39,7 @@ def get_project(project_id: uuid.UUID, services: AppServices) -> ProjectOut:
     return ProjectOut.model_validate(services.projects.get(project_id))
 
 
-@router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(404))
+@router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(400, 404))
 def update_project(project_id: uuid.UUID, body: ProjectUpdate, services: AppServices) -> ProjectOut:
     """Rename a project, or (de)activate it. Inactive projects are not consolidated."""
     project = services.projects.update(project_id, name=body.name, is_active=body.is_active)
@@ -45,7 +50,7 @@ def update_project(project_id: uuid.UUID, body: ProjectUpdate, services: AppServ
     "/{project_id}/memories",
     status_code=status.HTTP_201_CREATED,
     response_model=MemoryCreated,
-    responses=error_responses(404),
+    responses=error_responses(400, 404),
 )
 def create_memory(
     project_id: uuid.UUID, body: MemoryCreate, services: AppServices

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema, field_validator
 
 from omoi_os.models import MemoryType
+from omoi_os.services.consolidation.json_types import JsonInt
+
+# The bounds spelled out for the schema too: pydantic drops them from the JSON schema
+# of an optional, validator-wrapped integer.
+MinAgeDays = Annotated[
+    JsonInt,
+    Field(ge=0, le=3650),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 3650}),
+]
 
 
 class ConsolidationScope(BaseModel):
@@ -24,14 +33,15 @@ class ConsolidationScope(BaseModel):
         default=None,
         min_length=1,
         description="Only memories of these types (default: all six)",
+        json_schema_extra={"uniqueItems": True},
     )
-    min_age_days: int | None = Field(
-        default=None, ge=0, le=3650, description="Only memories learned at least this many days ago"
+    min_age_days: MinAgeDays | None = Field(
+        default=None, description="Only memories learned at least this many days ago"
     )
-    unconsolidated_only: bool = Field(
+    unconsolidated_only: StrictBool = Field(
         default=True, description="Skip memories that an earlier job already consolidated"
     )
-    dry_run: bool = Field(
+    dry_run: StrictBool = Field(
         default=False, description="Compute scores and tiers and report them; write nothing"
     )
 
