@@ -12,7 +12,7 @@ from omoi_os.models import ConsolidationJob
 from omoi_os.services.database import DatabaseService
 
 from .factories import Factories
-from .servers import cli_env, run_cli
+from .servers import cli_env, free_port, run_cli
 
 
 @pytest.mark.parametrize(
@@ -91,24 +91,43 @@ def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
     assert "omoi-os migrate" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("setting", "value", "message"),
-    [
-        ("consolidation_schedule", "0 2 * *", "has 4 fields"),
-        ("consolidation_threshold", "9", "greater than or equal to 10"),
-        ("consolidation_timezone", "Nowhere/Special", "unknown time zone"),
-    ],
-)
-def test_a_bad_setting_stops_with_one_line_naming_it(
-    tmp_path: Path, setting: str, value: str, message: str
+BAD_SETTINGS = [
+    ("consolidation_schedule", "0 2 * *", "has 4 fields"),
+    ("consolidation_schedule", "0 0 2 * * *", "has 6 fields"),
+    ("consolidation_schedule", "0 25 * * *", "bad hour field '25'"),
+    ("consolidation_timezone", "Nowhere/Special", "unknown time zone"),
+    ("consolidation_threshold", "9", "greater than or equal to 10"),
+    ("consolidation_threshold", "1001", "less than or equal to 1000"),
+    ("consolidation_timeout", "59", "greater than or equal to 60"),
+    ("consolidation_timeout", "3601", "less than or equal to 3600"),
+    ("consolidation_cooldown", "soon", "valid integer"),
+    ("database_url", "postgresql://127.0.0.1", "names no database"),
+    ("database_url", "mysql://root@127.0.0.1/test", "'mysql' databases are not supported"),
+    ("database_url", "::not a url::", "is not a database URL"),
+    ("api_tokens", "alice:short", "shorter than 16"),
+]
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), BAD_SETTINGS)
+def test_a_bad_setting_stops_startup_with_one_line_and_creates_nothing(
+    empty_database_url: str, tmp_path: Path, setting: str, value: str, message: str
 ) -> None:
-    result = run_cli("serve", env=cli_env(tmp_path, **{setting: value}))
+    env = cli_env(tmp_path, **{"database_url": empty_database_url, setting: value})
+
+    result = run_cli("serve", "--port", str(free_port()), env=env)
 
     assert result.returncode == 2
     assert result.stderr.startswith(f"omoi-os: error: OMOI_{setting.upper()}='{value}': ")
     assert message in result.stderr
     assert result.stderr.count("\n") == 1
+    assert result.stdout == ""
     assert not (tmp_path / "data").exists()
+    if empty_database_url.startswith("sqlite"):
+        assert not Path(empty_database_url.removeprefix("sqlite:///")).exists()
+    else:
+        db = DatabaseService(empty_database_url)
+        assert inspect(db.engine).get_table_names() == []
+        db.dispose()
 
 
 def test_schedule_lists_the_next_runs_in_utc_and_local_time(tmp_path: Path) -> None:
