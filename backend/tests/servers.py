@@ -39,6 +39,17 @@ def run_cli(
     )
 
 
+def run_python(
+    code: str, *, cwd: Path, home: Path, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter with a bare environment (no inherited OMOI_*)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "XDG_DATA_HOME": str(home / "d")}
+    env |= {f"OMOI_{key.upper()}": value for key, value in settings.items()}
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
 class Server:
     """A running `omoi-os serve`; its output is drained continuously by a thread, so
     the process never blocks on a full pipe."""

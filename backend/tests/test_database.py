@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +13,7 @@ from omoi_os.models import ConsolidationJob, JobStatus, Project, TriggerType
 from omoi_os.services.database import DatabaseService, as_session_factory
 
 from .factories import T0, Factories
+from .servers import run_python
 
 
 def test_default_database_service_gives_a_working_session(tmp_path: Path) -> None:
@@ -38,16 +37,7 @@ def test_verification_snippet_first_half_in_a_fresh_interpreter(tmp_path: Path) 
         "from sqlalchemy import text\n"
         "print(db.get_session().execute(text('SELECT 42')).scalar_one())\n"
     )
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "d")}
-
-    result = subprocess.run(
-        [sys.executable, "-c", snippet],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python(snippet, cwd=tmp_path, home=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "42"

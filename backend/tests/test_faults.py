@@ -9,7 +9,6 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerS
 from omoi_os.services.database import DatabaseService
 
 from .factories import Factories
+from .polling import wait_for
 from .proxy import TcpProxy
 from .servers import Server, cli_env, serve
 
@@ -43,14 +43,6 @@ def _query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
 
 def _scalar(url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
     return _query(url, sql, params)[0][0]
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for: {what}")
-        time.sleep(0.1)
 
 
 def _env(tmp_path: Path, url: str, **settings: str) -> dict[str, str]:
@@ -97,12 +89,12 @@ def test_three_replicas_three_ticks_one_job_per_project_per_tick(
         for _ in range(3):
             replicas.enter_context(serve(env))
         # The start-up catch-up records the previous minute; two more minutes follow.
-        _wait_for(
+        wait_for(
             lambda: _scalar(postgres_url, "SELECT count(*) FROM consolidation_ticks") >= 3,
             timeout=150,
             what="three ticks",
         )
-        _wait_for(
+        wait_for(
             lambda: (
                 _scalar(
                     postgres_url,
@@ -168,7 +160,7 @@ def test_a_replica_killed_mid_fan_out_leaves_nothing_half_written(
     )
 
     with serve(env, check_exit=False) as victim:
-        _wait_for(
+        wait_for(
             lambda: _fan_out_waiting(postgres_url),
             timeout=30,
             what="the fan-out waiting on the last project",
@@ -184,7 +176,7 @@ def test_a_replica_killed_mid_fan_out_leaves_nothing_half_written(
     assert _scalar(postgres_url, "SELECT count(*) FROM task_queue") == 0
 
     with serve(env):  # the restart catches the tick up
-        _wait_for(
+        wait_for(
             lambda: _scalar(postgres_url, "SELECT count(*) FROM consolidation_ticks") == 1,
             timeout=30,
             what="the tick caught up",
@@ -258,9 +250,9 @@ def test_a_database_outage_answers_503_and_everything_recovers(
         _sleep_until(boundary + timedelta(seconds=5))  # the tick passes while cut off
         assert server.process.poll() is None  # still running
         proxy.restore()
-        _wait_for(lambda: client.get("/healthz").status_code == 200, timeout=30, what="health back")
+        wait_for(lambda: client.get("/healthz").status_code == 200, timeout=30, what="health back")
         after = client.post(f"/api/v1/projects/{project.id}/memories", json=memory)
-        _wait_for(
+        wait_for(
             lambda: _scalar(postgres_url, "SELECT count(*) FROM consolidation_ticks") == 1,
             timeout=60,
             what="the missed tick run after the outage",
@@ -343,7 +335,7 @@ def test_a_write_storm_loses_nothing_and_never_doubles_a_job(
         for thread in threads:
             thread.join(60)
         # The tail below the threshold is consolidated by one last manual trigger.
-        _wait_for(
+        wait_for(
             lambda: (
                 _scalar(
                     postgres_url,
@@ -357,7 +349,7 @@ def test_a_write_storm_loses_nothing_and_never_doubles_a_job(
         )
         triggers = ConsolidationTriggerService(db, settings=AppSettings(database_url=postgres_url))
         triggers.trigger_consolidation_sync(project.id)
-        _wait_for(
+        wait_for(
             lambda: (
                 _scalar(
                     postgres_url, "SELECT count(*) FROM task_memories WHERE NOT is_consolidated"
@@ -399,7 +391,7 @@ def test_sigterm_mid_job_stops_in_time_and_another_replica_finishes_it(
 
     with serve(env, check_exit=False) as old:
         job_id = triggers.trigger_consolidation_sync(project.id)
-        _wait_for(
+        wait_for(
             lambda: (
                 _scalar(postgres_url, "SELECT count(*) FROM task_memories WHERE is_consolidated")
                 >= 1000
@@ -410,7 +402,7 @@ def test_sigterm_mid_job_stops_in_time_and_another_replica_finishes_it(
         with serve(env) as new:
             stopped_in = old.stop(timeout=30)
             assert old.process.returncode in (0, -signal.SIGTERM), old.output()
-            _wait_for(
+            wait_for(
                 lambda: (
                     _scalar(
                         postgres_url,

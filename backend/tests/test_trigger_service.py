@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,6 +46,8 @@ from omoi_os.services.memory import MemoryService, NewMemory
 
 from .clocks import FakeClock
 from .factories import T0, Factories
+from .polling import wait_for
+from .servers import run_python
 
 MakeTriggers = Callable[..., ConsolidationTriggerService]
 
@@ -111,23 +114,10 @@ print('Scheduler stopped')
 def test_task_card_verification_script_runs_verbatim(
     database_url: str, migrated: bool, tmp_path: Any
 ) -> None:
-    import subprocess
-    import sys
-    from pathlib import Path
-
     backend = Path(__file__).resolve().parents[1]
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "d")}
-    if migrated:
-        env["OMOI_DATABASE_URL"] = database_url
+    settings = {"database_url": database_url} if migrated else {}
 
-    result = subprocess.run(
-        [sys.executable, "-c", VERIFICATION_SCRIPT],
-        cwd=backend,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_python(VERIFICATION_SCRIPT, cwd=backend, home=tmp_path, **settings)
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["Scheduler started", "Scheduler stopped"]
@@ -475,7 +465,7 @@ def test_a_missed_tick_inside_the_grace_runs_once_at_start(
 
     triggers.start()
     try:
-        _wait_for(lambda: len(_jobs(db)) == 4)
+        wait_for(lambda: len(_jobs(db)) == 4)
     finally:
         triggers.stop()
 
@@ -652,14 +642,6 @@ def _scheduler_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("APScheduler")]
 
 
-def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
-
-
 def test_start_and_stop_are_idempotent_in_any_order(make_triggers: MakeTriggers) -> None:
     triggers = make_triggers()
 
@@ -674,7 +656,7 @@ def test_start_and_stop_are_idempotent_in_any_order(make_triggers: MakeTriggers)
     assert triggers.running
     triggers.stop()
 
-    _wait_for(lambda: _scheduler_threads() == [])
+    wait_for(lambda: _scheduler_threads() == [])
 
 
 @pytest.mark.asyncio
@@ -733,7 +715,7 @@ def test_a_failing_tick_is_logged_and_the_schedule_keeps_going(
         scheduler.modify_job(SCHEDULED_JOB_ID, next_run_time=datetime.now(UTC))
         with caplog.at_level(logging.ERROR):
             assert failed.wait(5)
-            _wait_for(lambda: "consolidation broken_tick failed" in caplog.text)
+            wait_for(lambda: "consolidation broken_tick failed" in caplog.text)
         job = scheduler.get_job(SCHEDULED_JOB_ID)
         assert job is not None and job.next_run_time > datetime.now(UTC)
         assert any(t.name == "APScheduler" and t.is_alive() for t in threading.enumerate())

@@ -9,7 +9,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from omoi_os.services.task_queue import RetryPolicy, TaskQueueService
 
 from .clocks import FakeClock
 from .factories import T0, Factories
+from .polling import wait_for
 from .servers import OMOI_OS, cli_env
 
 
@@ -71,14 +72,6 @@ def _unconsolidated(db: DatabaseService) -> int:
 def _write(memories: MemoryService, project_id: uuid.UUID, count: int) -> list[int | None]:
     note = NewMemory(memory_type=MemoryType.DECISION, execution_summary="use the outbox")
     return [memories.create_memory_sync(project_id, note).triggered_job_id for _ in range(count)]
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 # --- the full loop ---------------------------------------------------------------------
@@ -399,7 +392,7 @@ def test_worker_threads_pick_up_queued_jobs(db: DatabaseService, factories: Fact
 
     worker.start()
     try:
-        _wait_for(lambda: all(_job(db, j).status is JobStatus.COMPLETED for j in jobs))
+        wait_for(lambda: all(_job(db, j).status is JobStatus.COMPLETED for j in jobs))
     finally:
         worker.stop()
 
@@ -421,7 +414,7 @@ def test_notify_wakes_an_idle_worker_long_before_its_poll(postgres_url: str) -> 
         job_id = ConsolidationTriggerService(db, settings=settings).trigger_consolidation_sync(
             project.id
         )
-        _wait_for(lambda: _job(db, job_id).status is JobStatus.COMPLETED, timeout=5)
+        wait_for(lambda: _job(db, job_id).status is JobStatus.COMPLETED, timeout=5)
     finally:
         worker.stop()
         db.dispose()
@@ -445,7 +438,7 @@ def test_two_workers_run_each_of_200_jobs_exactly_once(postgres_url: str) -> Non
     for worker in workers:
         worker.start()
     try:
-        _wait_for(
+        wait_for(
             lambda: (
                 Factories(db).count(
                     ConsolidationJob, ConsolidationJob.status == JobStatus.COMPLETED
@@ -492,7 +485,7 @@ def test_a_killed_worker_process_leaves_the_job_to_another(
         [OMOI_OS, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        _wait_for(lambda: 20_000 - _unconsolidated(db) >= 500, timeout=60)
+        wait_for(lambda: 20_000 - _unconsolidated(db) >= 500, timeout=60)
         os.kill(victim.pid, signal.SIGKILL)
     finally:
         victim.wait(10)
@@ -504,7 +497,7 @@ def test_a_killed_worker_process_leaves_the_job_to_another(
         [OMOI_OS, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     try:
-        _wait_for(lambda: _job(db, big_job).status is JobStatus.COMPLETED, timeout=120)
+        wait_for(lambda: _job(db, big_job).status is JobStatus.COMPLETED, timeout=120)
     finally:
         rescuer.send_signal(signal.SIGTERM)
         _, errors = rescuer.communicate(timeout=30)
