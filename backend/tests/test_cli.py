@@ -16,7 +16,7 @@ from .servers import cli_env, free_port, run_cli
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["migrate"], ["trigger"], ["jobs"], ["schedule"]]
+    "command", [[], ["serve"], ["worker"], ["migrate"], ["trigger"], ["jobs"], ["schedule"]]
 )
 def test_help_everywhere(command: list[str], tmp_path: Path) -> None:
     result = run_cli(*command, "--help", env=cli_env(tmp_path))

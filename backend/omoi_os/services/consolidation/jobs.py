@@ -132,7 +132,7 @@ def record_tick(session: Session, tick: datetime, *, now: datetime) -> bool:
     return session.execute(statement).scalar_one_or_none() is not None
 
 
-def count_tick_jobs_created(session: Session, tick: datetime, created: int) -> None:
+def set_tick_jobs_created(session: Session, tick: datetime, created: int) -> None:
     session.execute(
         update(ConsolidationTick)
         .where(ConsolidationTick.scheduled_for == tick)

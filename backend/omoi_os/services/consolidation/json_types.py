@@ -1,11 +1,12 @@
-"""Scalar types that read JSON as JSON Schema does: 3 and 3.0 are integers, "3" and
-true are not; only true and false are booleans."""
+"""Integers read from JSON as JSON Schema reads them: 3 and 3.0 are integers, "3"
+and true are not. (For booleans, pydantic's StrictBool already accepts only true
+and false.)"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, StrictBool
+from pydantic import BeforeValidator
 
 
 def _number_not_text(value: Any) -> Any:
@@ -15,4 +16,3 @@ def _number_not_text(value: Any) -> Any:
 
 
 JsonInt = Annotated[int, BeforeValidator(_number_not_text)]
-JsonBool = StrictBool

@@ -427,7 +427,7 @@ class ConsolidationTriggerService:
                 )
             if queued != created:  # every job has its task: anything else is a bug
                 raise RuntimeError(f"tick {tick}: {created} jobs but {queued} queue rows")
-            jobs.count_tick_jobs_created(session, tick, created)
+            jobs.set_tick_jobs_created(session, tick, created)
             active_projects = jobs.count_active_projects(session)
         skipped = max(active_projects - created, 0)
         return TickResult(tick, created, skipped, False, time.perf_counter() - started)
