@@ -284,6 +284,28 @@ def test_conflicts_name_the_active_job_and_write_nothing(
         ("patch", "/api/v1/projects/{pid}", {"is_active": None}, ["body"]),
         ("post", "/api/v1/projects", {"name": "x", "is_active": 0}, ["body", "is_active"]),
         ("post", "/api/v1/projects", {"name": "nul\u0000byte"}, ["body", "name"]),
+        # A JSON escape for half a surrogate pair: valid JSON, not storable text.
+        ("post", "/api/v1/projects", b'{"name": "lone \\ud800 surrogate"}', ["body", "name"]),
+        (
+            "post",
+            "/api/v1/projects/{pid}/memories",
+            {
+                "memory_type": "warning",
+                "execution_summary": "x",
+                "learned_at": "0001-01-01T00:00:00+01:00",
+            },
+            ["body", "learned_at"],
+        ),
+        (
+            "post",
+            "/api/v1/projects/{pid}/memories",
+            {
+                "memory_type": "warning",
+                "execution_summary": "x",
+                "learned_at": "9999-12-31T23:59:00-01:00",
+            },
+            ["body", "learned_at"],
+        ),
         (
             "post",
             "/api/v1/projects/{pid}/memories",
@@ -344,7 +366,11 @@ def test_bad_input_gets_422_naming_the_field_and_writes_nothing(
     project = _project(client)
     before = _rows(factories)
 
-    kwargs: dict[str, Any] = {"headers": AUTH} | ({"json": body} if body is not None else {})
+    kwargs: dict[str, Any] = {"headers": AUTH}
+    if isinstance(body, bytes):
+        kwargs |= {"content": body, "headers": AUTH | {"Content-Type": "application/json"}}
+    elif body is not None:
+        kwargs["json"] = body
     response = client.request(method, path.format(pid=project["id"]), **kwargs)
 
     assert response.status_code == 422, response.text
@@ -382,17 +408,20 @@ def test_bodies_over_64_kib_get_413_and_write_nothing(
 
 
 def _scheduler_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith(("APScheduler", "consolidation"))]
+    prefixes = ("APScheduler", "consolidation", "task-queue-listener")
+    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
 
 
 def test_lifespan_starts_and_stops_everything(settings: AppSettings, database_url: str) -> None:
-    app = create_app(settings)
+    app = create_app(settings.model_copy(update={"worker_enabled": True}))
     with TestClient(app) as test_client:
         assert test_client.get("/healthz").status_code == 200
         services = app.state.services
         assert services.triggers.running
+        assert services.worker.running
 
     assert not services.triggers.running
+    assert not services.worker.running
     assert services.db.engine.pool.checkedout() == 0
     for thread in _scheduler_threads():
         thread.join(timeout=5)

@@ -304,6 +304,8 @@ class _SteppedWorker(ConsolidationWorker):
 
     def _hold_lease(self, task: Any, session: Any) -> None:
         super()._hold_lease(task, session)
+        if session is None:
+            return  # the renewal after setup, not a batch
         self.batches += 1
         if self.batches == 3:
             self.paused.set()
@@ -347,14 +349,15 @@ class _OvertakenWorker(ConsolidationWorker):
     """Between its first and second batch, its lease expires and another worker
     claims the task (as if this one had stalled past its lease)."""
 
-    def __init__(self, *args: Any, clock: FakeClock, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, clock: FakeClock, overtaken_at: int = 2, **kwargs: Any) -> None:
         super().__init__(*args, clock=clock, **kwargs)
         self.fake_clock = clock
         self.checks = 0
+        self.overtaken_at = overtaken_at
 
     def _keep_going(self) -> bool:
         self.checks += 1
-        if self.checks == 2:
+        if self.checks == self.overtaken_at:
             self.fake_clock.advance(timedelta(minutes=5))
             self.queue.reclaim_expired()
             assert self.queue.claim(["consolidation"], "the-other-worker")
@@ -379,6 +382,41 @@ def test_a_worker_that_lost_its_lease_rolls_back_its_batch_and_stops(
     assert (job.status, (job.result or {})["memories_processed"]) == (JobStatus.RUNNING, 5)
     (task,) = factories.queue_rows()
     assert (task.state, task.claimed_by) == (TaskState.CLAIMED, "the-other-worker")
+
+
+def test_a_worker_overtaken_after_its_last_batch_does_not_end_the_job(
+    db: DatabaseService, factories: Factories
+) -> None:
+    clock = FakeClock(T0)
+    project = factories.project()
+    factories.memories(project.id, 10)
+    settings = _settings(db, worker_batch_size=5)
+    job_id = ConsolidationTriggerService(
+        db, settings=settings, clock=clock
+    ).trigger_consolidation_sync(project.id)
+    # Two batches, then the check before the (empty) third: taken over right there.
+    stale = _OvertakenWorker(db, settings=settings, clock=clock, overtaken_at=3)
+
+    assert stale.run_once() is True
+
+    assert _unconsolidated(db) == 0
+    assert _job(db, job_id).status is JobStatus.RUNNING  # left to the worker that holds it
+    (task,) = factories.queue_rows()
+    assert (task.state, task.claimed_by) == (TaskState.CLAIMED, "the-other-worker")
+
+
+def test_stop_wakes_every_idle_thread_at_once(db: DatabaseService) -> None:
+    worker = ConsolidationWorker(
+        db, settings=_settings(db, worker_concurrency=8, worker_poll_interval=30)
+    )
+    worker.start()
+    time.sleep(0.3)  # every thread is idle, waiting up to 30 s
+    worker._wake.notify()  # a wake-up that some threads consume just before the stop
+    began = time.monotonic()
+    worker.stop(timeout=10)
+
+    assert time.monotonic() - began < 3
+    assert not worker.running
 
 
 def test_worker_threads_pick_up_queued_jobs(db: DatabaseService, factories: Factories) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -47,6 +50,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(ProjectNotFound, _not_found)
     app.add_exception_handler(JobNotFound, _not_found)
     app.add_exception_handler(ProjectInactive, _conflict)
@@ -55,13 +59,22 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _database_unavailable)
 
 
+async def _invalid_request(_: Request, exc: Exception) -> Response:
+    """FastAPI's 422, rendered ASCII-safe: the echoed input may hold a lone surrogate,
+    which JSON can escape but UTF-8 cannot encode (FastAPI's own answer is a 500)."""
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """FastAPI's answer, except that a 405 lists every method of the path in `Allow`
     (Starlette names only the first route that matched the path)."""
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code != 405:
+    methods = _methods_of(request.app, request.url.path) if exc.status_code == 405 else []
+    if not methods:  # not a 405, or a path outside the schema (/docs …): as FastAPI does
         return await http_exception_handler(request, exc)
-    headers = {"Allow": ", ".join(_methods_of(request.app, request.url.path))}
+    headers = {"Allow": ", ".join(methods)}
     return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -20,14 +21,26 @@ from omoi_os.models import JobStatus, MemoryType, TriggerType
 from omoi_os.services.consolidation.json_types import JsonInt
 from omoi_os.services.consolidation.scope import ConsolidationScope
 
-# PostgreSQL text cannot hold NUL: refuse it as bad input (422), not later as a 500.
-NO_NUL = r"^[^\x00]*$"
-ProjectName = Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
-Text20k = Annotated[str, Field(min_length=1, max_length=20_000, pattern=NO_NUL)]
+# Text the database can store: no NUL (PostgreSQL text cannot hold it) and no lone
+# surrogate (not encodable as UTF-8). Refused as bad input (422), not later as a 500.
+STORABLE_TEXT = r"^[^\x00\ud800-\udfff]*$"
+
+
+def _in_utc_range(value: datetime) -> datetime:
+    # 0001-01-01T00:00+01:00 is a valid ISO date that has no UTC equivalent.
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is outside the range a UTC timestamp can hold") from None
+
+
+ProjectName = Annotated[str, Field(min_length=1, max_length=200, pattern=STORABLE_TEXT)]
+Text20k = Annotated[str, Field(min_length=1, max_length=20_000, pattern=STORABLE_TEXT)]
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # python-re: the Rust engine cannot express the surrogate range in STORABLE_TEXT.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, regex_engine="python-re")
 
 
 class Response(BaseModel):
@@ -92,7 +105,7 @@ class MemoryCreate(Request):
     execution_summary: Text20k
     success: StrictBool = True
     reused_count: JsonInt = Field(default=0, ge=0, le=1_000_000_000)
-    learned_at: AwareDatetime | None = Field(
+    learned_at: Annotated[AwareDatetime, AfterValidator(_in_utc_range)] | None = Field(
         default=None, description="When the lesson was learned (default: now)"
     )
 

@@ -69,3 +69,29 @@ class InFlight:
     def running(self) -> int:
         with self._changed:
             return self._running
+
+
+class Wakeup:
+    """Wakes waiting threads without losing a wake-up: a waiter says which generation
+    it last saw, so a notify that came while it was busy still counts, and nothing
+    ever has to be cleared (clearing an Event can swallow another thread's signal)."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        with self._changed:
+            return self._generation
+
+    def notify(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    def wait(self, seen: int, timeout: float, stop: threading.Event) -> None:
+        """Return after `timeout`, or at once if notified since generation `seen`, or
+        once `stop` is set."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._generation != seen or stop.is_set(), timeout)

@@ -147,15 +147,19 @@ class ConsolidationRunner:
         deadline: float,
         keep_going: Callable[[], bool],
         in_batch: Callable[[Session], None],
+        after_setup: Callable[[], None] = lambda: None,
     ) -> tuple[RunEnd, Progress]:
         """Batches until the scope is done, `deadline` (on the timer) passes, or
         `keep_going()` says stop. `in_batch` runs inside each batch's transaction before
-        it commits (the worker renews its lease there; raising rolls the batch back)."""
+        it commits (the worker renews its lease there; raising rolls the batch back);
+        `after_setup` runs once the project's score cutoffs are read, which on a large
+        project takes a while (the worker renews its lease)."""
         started = self._timer()
         now = self._clock()  # one instant for the whole run: ages and cutoffs agree
         progress = Progress.resume(job.previous_result, dry_run=job.scope.dry_run)
         earlier = progress.duration_seconds
         cutoffs = self._cutoffs(job.project_id, now)
+        after_setup()
         after_id = 0
         end = RunEnd.COMPLETED
         while True:

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
@@ -46,6 +47,7 @@ from omoi_os.services.database import (
     as_session_factory,
     engine_of,
 )
+from omoi_os.services.lifecycle import Wakeup
 from omoi_os.services.task_queue import (
     ClaimedTask,
     FailOutcome,
@@ -91,7 +93,7 @@ class ConsolidationWorker:
         self._clock = clock
         self._lease = lease
         self._stopping = threading.Event()
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._threads: list[threading.Thread] = []
         self._listener: QueueListener | None = None
         self._last_reclaim = 0.0
@@ -110,7 +112,7 @@ class ConsolidationWorker:
         engine = engine_of(self._sessions)
         if self._listen and engine.dialect.name == "postgresql":
             url = engine.url.render_as_string(hide_password=False)
-            self._listener = QueueListener(url, self._wake.set)
+            self._listener = QueueListener(url, self._wake.notify)
             self._listener.start()
         for slot in range(self.settings.worker_concurrency):
             thread = threading.Thread(
@@ -126,7 +128,7 @@ class ConsolidationWorker:
         """Stop taking tasks; a job in progress finishes its batch and is handed back.
         Waits at most `timeout` seconds (idempotent)."""
         self._stopping.set()
-        self._wake.set()
+        self._wake.notify()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0))
@@ -147,6 +149,7 @@ class ConsolidationWorker:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
+            seen = self._wake.generation  # a NOTIFY from here on cuts the idle wait short
             try:
                 self._reclaim_now_and_then()
                 worked = self.run_once()
@@ -157,8 +160,7 @@ class ConsolidationWorker:
                 logger.exception("consolidation worker loop failed; retrying shortly")
                 worked = False
             if not worked:
-                self._wake.wait(self._idle_wait())
-                self._wake.clear()
+                self._wake.wait(seen, self._idle_wait(), self._stopping)
 
     def _idle_wait(self) -> float:
         """Poll interval, or less if a queued task becomes claimable sooner (debounce)."""
@@ -204,6 +206,7 @@ class ConsolidationWorker:
                 deadline=deadline,
                 keep_going=self._keep_going,
                 in_batch=lambda session: self._hold_lease(task, session),
+                after_setup=lambda: self._hold_lease(task, None),
             )
         except (LeaseLost, JobVanished) as exc:
             logger.warning("job %d: stopped working on it: %s", job.id, exc)
@@ -233,63 +236,55 @@ class ConsolidationWorker:
         """Asked between batches: False once the worker is stopping."""
         return not self._stopping.is_set()
 
-    def _hold_lease(self, task: ClaimedTask, session: Session) -> None:
-        """Inside each batch's transaction: renew the lease, or roll the batch back if
-        another worker took the task over (so two workers never write the same job)."""
+    def _hold_lease(self, task: ClaimedTask, session: Session | None) -> None:
+        """Renew the lease (inside each batch's transaction: that batch rolls back if
+        another worker took the task over, so two workers never write the same job)."""
         if not self.queue.extend_lease(task, self.worker_id, self._lease, session=session):
             raise LeaseLost(f"task {task.id} was taken over by another worker")
 
     def _end(self, task: ClaimedTask, job: JobToRun, end: RunEnd, progress: Progress) -> None:
         result = progress.to_document()
-        with self._sessions.begin() as session:
-            if end is RunEnd.STOPPED:
-                jobs.finish_job(
-                    session, job.id, status=JobStatus.PENDING, now=self._clock(), result=result
-                )
-                self.queue.release(task, self.worker_id, session=session)
+        if end is RunEnd.STOPPED:
+            released = self._settle(
+                job, JobStatus.PENDING, lambda session: self._release(task, session), result=result
+            )
+            if released:
                 logger.info(
                     "job %d handed back after %d memories (worker stopping)",
                     job.id,
                     progress.memories_processed,
                 )
-                return
-            status = JobStatus.COMPLETED if end is RunEnd.COMPLETED else JobStatus.TIMED_OUT
-            error = None
-            if status is JobStatus.TIMED_OUT:
-                error = (
-                    f"exceeded consolidation_timeout ({self.settings.consolidation_timeout} s)"
-                    f"; {progress.memories_processed} memories done, the rest left for a "
-                    "later job"
-                )
-            ended = jobs.finish_job(
-                session, job.id, status=status, now=self._clock(), result=result, error=error
+            return
+        status = JobStatus.COMPLETED if end is RunEnd.COMPLETED else JobStatus.TIMED_OUT
+        error = None
+        if status is JobStatus.TIMED_OUT:
+            error = (
+                f"exceeded consolidation_timeout ({self.settings.consolidation_timeout} s)"
+                f"; {progress.memories_processed} memories done, the rest left for a "
+                "later job"
             )
-            self.queue.complete(task, self.worker_id, session=session)
-        if ended:
-            JOBS_FINISHED.labels(status.value).inc()
-        logger.info(
-            "job %d of project %s: %s, %d memories (%s)",
-            job.id,
-            job.project_id,
-            status,
-            progress.memories_processed,
-            progress.tiers,
+        completed = self._settle(
+            job, status, lambda session: self._complete(task, session), result=result, error=error
         )
+        if completed:
+            JOBS_FINISHED.labels(status.value).inc()
+            logger.info(
+                "job %d of project %s: %s, %d memories (%s)",
+                job.id,
+                job.project_id,
+                status,
+                progress.memories_processed,
+                progress.tiers,
+            )
 
     def _fail(self, task: ClaimedTask, job: JobToRun, error: str) -> None:
-        # The job row before the queue row, in every writer (the sweeper too): one
-        # lock order, no deadlock. The queue's own rule decides retry or give up.
+        # The queue's own rule decides: retry (the job stays the active one) or give up.
         will_retry = task.attempts < task.max_attempts
         status = JobStatus.PENDING if will_retry else JobStatus.FAILED
-        try:
-            with self._sessions.begin() as session:
-                jobs.finish_job(session, job.id, status=status, now=self._clock(), error=error)
-                if self.queue.fail(task, self.worker_id, error, session=session) is (
-                    FailOutcome.NOT_HELD
-                ):
-                    raise LeaseLost(f"task {task.id} was taken over by another worker")
-        except LeaseLost:
-            return  # rolled back: the job belongs to whoever holds the task now
+        if not self._settle(
+            job, status, lambda session: self._fail_task(task, error, session), error=error
+        ):
+            return
         if status is JobStatus.FAILED:
             JOBS_FINISHED.labels(status.value).inc()
         logger.warning(
@@ -300,3 +295,40 @@ class ConsolidationWorker:
             "will retry" if will_retry else "giving up",
             error,
         )
+
+    def _settle(
+        self,
+        job: JobToRun,
+        status: JobStatus,
+        settle_task: Callable[[Session], bool],
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Write the job's new status and settle its queue task in one transaction, the
+        job row first (every writer takes them in that order: no deadlock). Nothing is
+        written unless the job is still running and this worker still holds its task:
+        a worker that stalled past its lease must not overwrite another's work.
+        Returns whether it was written."""
+        try:
+            with self._sessions.begin() as session:
+                if not jobs.finish_job(
+                    session, job.id, status=status, now=self._clock(), result=result, error=error
+                ):
+                    raise JobVanished(f"job {job.id} is no longer running")
+                if not settle_task(session):
+                    raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
+        except (JobVanished, LeaseLost) as exc:
+            logger.warning("job %d: not settled as %s: %s", job.id, status, exc)
+            return False
+        return True
+
+    def _complete(self, task: ClaimedTask, session: Session) -> bool:
+        return self.queue.complete(task, self.worker_id, session=session)
+
+    def _release(self, task: ClaimedTask, session: Session) -> bool:
+        return self.queue.release(task, self.worker_id, session=session)
+
+    def _fail_task(self, task: ClaimedTask, error: str, session: Session) -> bool:
+        outcome = self.queue.fail(task, self.worker_id, error, session=session)
+        return outcome is not FailOutcome.NOT_HELD
