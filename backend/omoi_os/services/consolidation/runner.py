@@ -212,10 +212,10 @@ class ConsolidationRunner:
             rows = session.connection().execute(self._next_batch(job, now, after_id)).all()
             if not rows:
                 return None
-            marks = [self._mark(row, cutoffs, now, job.id) for row in rows]
+            marks = _score_batch(rows, cutoffs, now)
             if not job.scope.dry_run:
                 _write_marks(session, marks, now, job.id)
-            progress.add([mark["tier"] for mark in marks])
+            progress.add(marks.tiers)
             earlier, started = clock_base
             progress.duration_seconds = earlier + self._timer() - started
             if not jobs.save_progress(session, job.id, progress.to_document()):
@@ -245,37 +245,46 @@ class ConsolidationRunner:
             )
         return statement
 
-    @staticmethod
-    def _mark(row: Row[Any], cutoffs: TierCutoffs, now: datetime, job_id: int) -> dict[str, Any]:
-        age = age_in_days(row.learned_at, now)
+
+@dataclass
+class _Marks:
+    """One batch's results, column by column (as the database wants them)."""
+
+    ids: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    tiers: list[MemoryTier] = field(default_factory=list)
+
+
+def _score_batch(rows: Sequence[Row[Any]], cutoffs: TierCutoffs, now: datetime) -> _Marks:
+    marks = _Marks()
+    for row in rows:
+        memory_id, memory_type, reused_count, learned_at, success = tuple(row)
+        age = age_in_days(learned_at, now)
         score = value_score(
-            memory_type=row.memory_type,
-            reused_count=row.reused_count,
-            age_days=age,
-            success=row.success,
+            memory_type=memory_type, reused_count=reused_count, age_days=age, success=success
         )
-        return {
-            "memory_id": row.id,
-            "score": score,
-            "tier": tier_for(age, score, cutoffs),
-            "now": now,
-            "job_id": job_id,
-        }
+        marks.ids.append(memory_id)
+        marks.scores.append(score)
+        marks.tiers.append(tier_for(age, score, cutoffs))
+    return marks
 
 
-def _write_marks(session: Session, marks: list[dict[str, Any]], now: datetime, job_id: int) -> None:
+def _write_marks(session: Session, marks: _Marks, now: datetime, job_id: int) -> None:
     """Store a batch's scores and tiers and mark its memories consolidated."""
     connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        connection.execute(_MARK, marks)
+    if connection.dialect.name == "postgresql":
+        columns = {
+            "ids": marks.ids,
+            "scores": marks.scores,
+            "tiers": [tier.value for tier in marks.tiers],
+        }
+        connection.execute(_MARK_ALL_POSTGRES, columns | {"now": now, "job_id": job_id})
         return
+    rows = zip(marks.ids, marks.scores, marks.tiers, strict=True)
     connection.execute(
-        _MARK_ALL_POSTGRES,
-        {
-            "ids": [mark["memory_id"] for mark in marks],
-            "scores": [mark["score"] for mark in marks],
-            "tiers": [mark["tier"].value for mark in marks],
-            "now": now,
-            "job_id": job_id,
-        },
+        _MARK,
+        [
+            {"memory_id": memory_id, "score": score, "tier": tier, "now": now, "job_id": job_id}
+            for memory_id, score, tier in rows
+        ],
     )
