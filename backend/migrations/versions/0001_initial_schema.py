@@ -189,9 +189,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("NOT is_consolidated"),
         sqlite_where=sa.text("is_consolidated = 0"),
     )
-    op.create_index(
-        "ix_task_memories_project_id_learned_at", "task_memories", ["project_id", "learned_at"]
-    )
+    op.create_index("ix_task_memories_project_id", "task_memories", ["project_id"])
 
 
 def downgrade() -> None:
