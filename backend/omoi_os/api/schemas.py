@@ -21,9 +21,10 @@ from omoi_os.models import JobStatus, MemoryType, TriggerType
 from omoi_os.services.consolidation.json_types import JsonInt
 from omoi_os.services.consolidation.scope import ConsolidationScope
 
-# Text the database can store: no NUL (PostgreSQL text cannot hold it) and no lone
-# surrogate (not encodable as UTF-8). Refused as bad input (422), not later as a 500.
-STORABLE_TEXT = r"^[^\x00\ud800-\udfff]*$"
+# No NUL: PostgreSQL text cannot hold it, so it is refused as bad input (422), not
+# later as a 500. (A lone surrogate never gets this far: pydantic refuses it as
+# "not a valid unicode string" while reading the JSON.)
+STORABLE_TEXT = r"^[^\x00]*$"
 
 
 def _in_utc_range(value: datetime) -> datetime:
@@ -39,8 +40,7 @@ Text20k = Annotated[str, Field(min_length=1, max_length=20_000, pattern=STORABLE
 
 
 class Request(BaseModel):
-    # python-re: the Rust engine cannot express the surrogate range in STORABLE_TEXT.
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, regex_engine="python-re")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class Response(BaseModel):
