@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
-from omoi_os.models import ACTIVE_JOB_STATUSES, QueuedTask, TaskState
+from omoi_os.models import ACTIVE_JOB_STATUSES
 from omoi_os.services.consolidation import jobs
 from omoi_os.services.database import DatabaseService, read_session
+from omoi_os.services.task_queue import TaskQueueService
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +42,13 @@ JOBS_FINISHED = Counter(
     ["status"],
 )
 
-_UNFINISHED_TASKS = [TaskState.QUEUED, TaskState.CLAIMED]
-
 
 class DatabaseGauges(Collector):
     """Active jobs by status and queue depth by task type and state, read per scrape."""
 
     def __init__(self, db: DatabaseService) -> None:
         self._db = db
+        self._queue = TaskQueueService(db)
 
     def collect(self) -> Iterable[Metric]:
         up = GaugeMetricFamily("omoi_database_up", "1 if the database answered this scrape")
@@ -62,12 +61,7 @@ class DatabaseGauges(Collector):
         try:
             with read_session(self._db.session_factory) as session:
                 by_status = jobs.count_jobs_by_status(session, list(ACTIVE_JOB_STATUSES))
-                statement = (
-                    select(QueuedTask.task_type, QueuedTask.state, func.count())
-                    .where(QueuedTask.state.in_(_UNFINISHED_TASKS))
-                    .group_by(QueuedTask.task_type, QueuedTask.state)
-                )
-                queue_rows = session.execute(statement).all()
+                queue_depth = self._queue.depth(session)
         except Exception as exc:  # a scrape must still answer when the database does not
             logger.warning("metrics: database unavailable: %s", exc.__class__.__name__)
             up.add_metric([], 0)
@@ -75,7 +69,7 @@ class DatabaseGauges(Collector):
         up.add_metric([], 1)
         for status, count in by_status.items():
             active.add_metric([status.value], count)
-        for task_type, state, count in queue_rows:
+        for (task_type, state), count in queue_depth.items():
             depth.add_metric([task_type, state.value], count)
         return [up, active, depth]
 

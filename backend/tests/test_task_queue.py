@@ -179,18 +179,18 @@ def test_retry_policy_doubles_and_caps() -> None:
     assert policy.delay(10_000) == timedelta(seconds=60)
 
 
-def test_counts_by_state(queue: TaskQueueService) -> None:
+def test_depth_counts_unfinished_tasks_by_type_and_state(queue: TaskQueueService) -> None:
     for task_id in "abc":
         queue.enqueue("consolidation", task_id)
+    queue.enqueue("other", "x")
     (task,) = queue.claim(["consolidation"], "w")
     queue.complete(task, "w")
     queue.claim(["consolidation"], "w")
 
-    assert queue.counts_by_state("consolidation") == {
-        TaskState.QUEUED: 1,
-        TaskState.CLAIMED: 1,
-        TaskState.DONE: 1,
-        TaskState.DEAD: 0,
+    assert queue.depth() == {
+        ("consolidation", TaskState.QUEUED): 1,
+        ("consolidation", TaskState.CLAIMED): 1,
+        ("other", TaskState.QUEUED): 1,
     }
 
 

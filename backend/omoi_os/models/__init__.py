@@ -3,7 +3,6 @@
 from omoi_os.models.base import Base
 from omoi_os.models.consolidation_job import (
     ACTIVE_JOB_STATUSES,
-    FINISHED_JOB_STATUSES,
     ConsolidationJob,
     ConsolidationTick,
     JobStatus,
@@ -16,7 +15,6 @@ from omoi_os.models.task_queue import QueuedTask, TaskState
 
 __all__ = [
     "ACTIVE_JOB_STATUSES",
-    "FINISHED_JOB_STATUSES",
     "Base",
     "ConsolidationJob",
     "ConsolidationTick",

@@ -31,13 +31,8 @@ class JobStatus(StrEnum):
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
 
-    @property
-    def is_active(self) -> bool:
-        return self in ACTIVE_JOB_STATUSES
-
 
 ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
-FINISHED_JOB_STATUSES = tuple(status for status in JobStatus if status not in ACTIVE_JOB_STATUSES)
 
 
 class TriggerType(StrEnum):
@@ -46,8 +41,9 @@ class TriggerType(StrEnum):
     MANUAL = "manual"
 
 
-# Spelled out once: the partial unique index must match what the service queries.
-_ACTIVE_SQL = "status IN ('pending', 'running')"
+# Derived once from ACTIVE_JOB_STATUSES: the partial unique index and the service's
+# queries (is_active_job) must spell the same predicate.
+_ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in ACTIVE_JOB_STATUSES))
 
 
 def is_active_job() -> ColumnElement[bool]:

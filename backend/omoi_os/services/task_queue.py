@@ -17,6 +17,7 @@ listening worker wakes at once; on SQLite workers poll.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import uuid
@@ -343,14 +344,20 @@ class TaskQueueService:
         )
         return execute_counting(session, statement)
 
-    def counts_by_state(self, task_type: str | None = None) -> dict[TaskState, int]:
-        """How many tasks are in each state (for metrics and health)."""
-        statement = select(QueuedTask.state, func.count()).group_by(QueuedTask.state)
-        if task_type is not None:
-            statement = statement.where(QueuedTask.task_type == task_type)
-        with read_session(self._sessions) as session:
-            counts = {state: count for state, count in session.execute(statement)}
-        return {state: counts.get(state, 0) for state in TaskState}
+    def depth(self, session: Session | None = None) -> dict[tuple[str, TaskState], int]:
+        """Unfinished tasks by (task_type, state), for metrics. Done and dead tasks are
+        history and are not counted: the partial indexes keep this cheap however much
+        history there is."""
+        statement = (
+            select(QueuedTask.task_type, QueuedTask.state, func.count())
+            .where(QueuedTask.state.in_([TaskState.QUEUED, TaskState.CLAIMED]))
+            .group_by(QueuedTask.task_type, QueuedTask.state)
+        )
+        with contextlib.ExitStack() as stack:
+            reader = session or stack.enter_context(read_session(self._sessions))
+            return {
+                (task_type, state): count for task_type, state, count in reader.execute(statement)
+            }
 
     def _update_held(
         self, task: ClaimedTask, worker_id: str, session: Session | None, **values: Any
