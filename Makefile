@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test install migrate lint bench lock clean
+.PHONY: run test test-fast install migrate lint bench lock clean
 
 ## run: install, migrate the embedded SQLite default, serve the API with the scheduler
 run: $(INSTALLED)
@@ -14,6 +14,10 @@ run: $(INSTALLED)
 ## test: install, then run the whole test suite (SQLite and PostgreSQL)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+## test-fast: the inner loop: everything but the fault suite and the wheel check
+test-fast: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not fault and not packaging" -q
 
 install: $(INSTALLED)
 
@@ -29,8 +33,8 @@ migrate: $(INSTALLED)
 	$(BIN)/omoi-os migrate
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check backend bench
-	$(BIN)/ruff format --check backend bench
+	$(BIN)/ruff check backend bench examples
+	$(BIN)/ruff format --check backend bench examples
 	$(BIN)/mypy
 
 bench: $(INSTALLED)

@@ -7,42 +7,26 @@ import platform
 import resource
 import statistics
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 import psycopg
 
-from omoi_os import migrations
+from omoi_os import testing
+from omoi_os.testing import admin_url, libpq_url
 
-ADMIN_URL = os.environ.get(
-    "OMOI_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
+ADMIN_URL = admin_url()
 
 
-@contextmanager
-def scratch_database(prefix: str) -> Iterator[str]:
+def scratch_database(prefix: str) -> AbstractContextManager[str]:
     """A migrated PostgreSQL database that is dropped afterwards; yields its URL."""
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        migrations.upgrade(url)
-        yield url
-    finally:
-        with psycopg.connect(_libpq(ADMIN_URL), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return testing.scratch_database(prefix)
 
 
 def sql(url: str, statement: str, params: tuple[object, ...] = ()) -> None:
     """Run one statement outside SQLAlchemy (bulk data set-up, VACUUM)."""
-    with psycopg.connect(_libpq(url), autocommit=True) as conn:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute(statement, params)  # type: ignore[arg-type]
 
 
@@ -65,7 +49,7 @@ def peak_rss_mb() -> float:
 
 def machine() -> str:
     cpus = os.cpu_count()
-    with psycopg.connect(_libpq(ADMIN_URL)) as conn:
+    with psycopg.connect(libpq_url(ADMIN_URL)) as conn:
         server = conn.execute("SHOW server_version").fetchone()
     return (
         f"{platform.node()} · {platform.machine()} · {cpus} CPUs · "

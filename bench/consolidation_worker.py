@@ -125,6 +125,13 @@ def _run_child(kind: str, url: str, project: uuid.UUID) -> dict[str, float]:
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
+class PollingWorker(ConsolidationWorker):
+    """The worker with NOTIFY off: it finds new tasks by polling only."""
+
+    def _make_listener(self) -> None:
+        return None
+
+
 def _latencies(url: str, *, listen: bool) -> list[float]:
     """Milliseconds from a crossing write to its job's start, LATENCY_TRIALS times."""
     db = DatabaseService(url)
@@ -135,7 +142,7 @@ def _latencies(url: str, *, listen: bool) -> list[float]:
         worker_poll_interval=1.0,
     )
     memories = MemoryService(db, ConsolidationTriggerService(db, settings=settings))
-    worker = ConsolidationWorker(db, settings=settings, listen=listen)
+    worker = (ConsolidationWorker if listen else PollingWorker)(db, settings=settings)
     worker.start()
     assert worker.wait_listening(5)
     note = NewMemory(memory_type=MemoryType.LEARNING, execution_summary="lesson")
@@ -150,10 +157,10 @@ def _latencies(url: str, *, listen: bool) -> list[float]:
                 (project,),
             )
             for _ in range(THRESHOLD - 1):
-                memories.create_memory_sync(project, note)
+                memories.create_memory(project, note)
             time.sleep(0.3)  # the worker is idle, waiting
             before = datetime.now(UTC)
-            job_id = memories.create_memory_sync(project, note).triggered_job_id
+            job_id = memories.create_memory(project, note).triggered_job_id
             assert job_id is not None
             samples.append(_started_after(db, job_id, before))
     finally:

@@ -1,9 +1,9 @@
 """Threshold check cost against the backlog, on PostgreSQL.
 
-Ours: `probe_threshold` (active job, last finish, and a count that stops at the
-threshold) and the whole `check_threshold_triggers_sync` as a memory write runs it.
-Baseline, measured in the same run: the task card's `COUNT(*)` over every
-unconsolidated memory of the project.
+Ours: the threshold trigger's probe (active job, last finish, and a count that stops
+at the threshold, one statement) and the whole `check_threshold_triggers_sync` as a
+memory write runs it. Baseline, measured in the same run: the customer's sketch, a
+`COUNT(*)` over every unconsolidated memory of the project.
 
 Targets: ours at 1,000,000 within 1.5x of ours at 1,000; the baseline at
 1,000,000 at least 100x slower than ours.
@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from bench.common import machine, median_ms, scratch_database, sql, verdict
 from omoi_os.config import AppSettings
 from omoi_os.models import TaskMemory
-from omoi_os.services.consolidation import jobs
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
+from omoi_os.services.consolidation.triggers import threshold
 from omoi_os.services.database import DatabaseService
 
 BACKLOGS = (1_000, 10_000, 100_000, 1_000_000)
@@ -54,7 +54,7 @@ def _load(url: str) -> dict[int, uuid.UUID]:
 
 
 def _baseline_count(db: DatabaseService, project: uuid.UUID) -> int:
-    """The task card's check: count every unconsolidated memory of the project."""
+    """The sketch's check: count every unconsolidated memory of the project."""
     with db.get_session() as session:
         statement = select(func.count()).where(
             TaskMemory.project_id == project, TaskMemory.is_consolidated.is_(False)
@@ -63,8 +63,10 @@ def _baseline_count(db: DatabaseService, project: uuid.UUID) -> int:
 
 
 def _probe(db: DatabaseService, project: uuid.UUID) -> object:
-    with db.get_session() as session:
-        return jobs.probe_threshold(session, project, THRESHOLD)
+    """The probe statement alone, in its own transaction, as the check runs it."""
+    with db.transaction() as session:
+        params = {"project_id": project, "threshold": THRESHOLD}
+        return session.connection().execute(threshold.PROBE, params).one()
 
 
 def main() -> None:

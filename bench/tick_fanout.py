@@ -4,7 +4,7 @@ peak memory, and how long the event loop stalls meanwhile.
 Ours: `run_scheduled_tick` (two INSERT … SELECT statements in one transaction),
 called the way the app calls it, off the event loop, while a probe task on the
 loop measures how late its 5 ms sleeps wake up.
-Baseline, measured in the same run: what the task card's sketch does, an ORM insert
+Baseline, measured in the same run: what the customer's sketch of the service does, an ORM insert
 plus flush and an enqueue per project, inside the async scheduler callback (so on
 the event loop), committed at the end.
 
@@ -31,7 +31,6 @@ from omoi_os.config import AppSettings
 from omoi_os.models import ConsolidationJob, JobStatus, Project, QueuedTask, TriggerType
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.database import DatabaseService
-from omoi_os.services.task_queue import TaskQueueService
 
 TICK = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 PROBE_INTERVAL = 0.005
@@ -66,7 +65,6 @@ def _ours(url: str) -> float:
 def _sketch(url: str) -> float:
     """The sketch's fan-out: one ORM insert + flush + enqueue per project."""
     db = DatabaseService(url)
-    queue = TaskQueueService(db)
     started = time.perf_counter()
     with db.transaction() as session:
         projects = session.scalars(select(Project).where(Project.is_active)).all()
@@ -81,7 +79,16 @@ def _sketch(url: str) -> float:
             )
             session.add(job)
             session.flush()
-            queue.enqueue("consolidation", str(job.id), {"job_id": str(job.id)}, session=session)
+            session.add(
+                QueuedTask(
+                    task_type="consolidation",
+                    task_id=str(job.id),
+                    payload={"job_id": str(job.id)},
+                    available_at=datetime.now(UTC),
+                    created_at=datetime.now(UTC),
+                )
+            )
+            session.flush()
     return time.perf_counter() - started
 
 

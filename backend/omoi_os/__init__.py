@@ -1,1 +1,87 @@
-"""omoi_os backend: when agent memories get consolidated, as durable, queued jobs."""
+"""omoi_os consolidation: decides when agent memories are consolidated, records each
+decision as a durable job, queues it and runs it — inside your FastAPI backend.
+
+    from omoi_os import AppSettings, ConsolidationRuntime, consolidation_router
+
+    runtime = ConsolidationRuntime(AppSettings(...), engine=your_engine)
+    app.include_router(consolidation_router(runtime, principal=your_auth), prefix="/memory")
+    # in your lifespan:   async with runtime.lifespan(): yield
+    # after your memory write commits:   await runtime.memories.after_write_async(project_id)
+
+Importing this package has no side effects: nothing connects, starts, registers a
+metric globally or configures logging until you build and start a runtime.
+"""
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# Where each public name lives. Imported on first use (PEP 562), so that `import
+# omoi_os.models` or the command line's --help does not load FastAPI and the rest.
+_EXPORTS = {
+    "AppSettings": "omoi_os.config",
+    "ConsolidationAlreadyActive": "omoi_os.errors",
+    "ConsolidationError": "omoi_os.errors",
+    "ConsolidationRuntime": "omoi_os.runtime",
+    "ConsolidationScope": "omoi_os.services.consolidation.scope",
+    "JobNotFound": "omoi_os.errors",
+    "JobStatus": "omoi_os.models",
+    "MemoryType": "omoi_os.models",
+    "NewMemory": "omoi_os.services.memory",
+    "ProjectInactive": "omoi_os.errors",
+    "ProjectNotFound": "omoi_os.errors",
+    "SchemaNotCurrent": "omoi_os.migrations",
+    "ThresholdCheck": "omoi_os.services.memory",
+    "TriggerType": "omoi_os.models",
+    "consolidation_router": "omoi_os.api.router",
+    "create_app": "omoi_os.api.app",
+    "create_database_engine": "omoi_os.services.database",
+    "ops_router": "omoi_os.api.router",
+}
+
+__all__ = [
+    "AppSettings",
+    "ConsolidationAlreadyActive",
+    "ConsolidationError",
+    "ConsolidationRuntime",
+    "ConsolidationScope",
+    "JobNotFound",
+    "JobStatus",
+    "MemoryType",
+    "NewMemory",
+    "ProjectInactive",
+    "ProjectNotFound",
+    "SchemaNotCurrent",
+    "ThresholdCheck",
+    "TriggerType",
+    "consolidation_router",
+    "create_app",
+    "create_database_engine",
+    "ops_router",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'omoi_os' has no attribute {name!r}")
+    value = getattr(import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from omoi_os.api.app import create_app
+    from omoi_os.api.router import consolidation_router, ops_router
+    from omoi_os.config import AppSettings
+    from omoi_os.errors import (
+        ConsolidationAlreadyActive,
+        ConsolidationError,
+        JobNotFound,
+        ProjectInactive,
+        ProjectNotFound,
+    )
+    from omoi_os.migrations import SchemaNotCurrent
+    from omoi_os.models import JobStatus, MemoryType, TriggerType
+    from omoi_os.runtime import ConsolidationRuntime
+    from omoi_os.services.consolidation.scope import ConsolidationScope
+    from omoi_os.services.database import create_database_engine
+    from omoi_os.services.memory import NewMemory, ThresholdCheck

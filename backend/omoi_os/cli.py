@@ -7,23 +7,26 @@ import json
 import logging
 import secrets
 import signal
+import socket
 import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from pydantic import SecretStr, ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 
 from omoi_os import migrations
 from omoi_os.config import AppSettings
+from omoi_os.errors import ConsolidationError
 from omoi_os.models import JobStatus, TriggerType
-from omoi_os.services.consolidation import jobs as job_queries
-from omoi_os.services.consolidation.errors import ConsolidationError
-from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
-from omoi_os.services.consolidation.worker import ConsolidationWorker
-from omoi_os.services.database import DatabaseService
+from omoi_os.services.database import DatabaseDirectoryError
+
+if TYPE_CHECKING:
+    from omoi_os.runtime import ConsolidationRuntime
 
 app = typer.Typer(
     help="omoi_os backend: memory-consolidation triggers, jobs and queue.",
@@ -60,28 +63,45 @@ def _is_sqlite(settings: AppSettings) -> bool:
     return settings.database_url.startswith("sqlite")
 
 
-def _open_current_database(settings: AppSettings) -> DatabaseService:
-    """The configured database, checked to be reachable and migrated."""
-    db = DatabaseService(settings=settings)
+@contextmanager
+def database_errors_in_one_line() -> Iterator[None]:
+    """A database that cannot be used ends the command with one line naming why."""
     try:
-        migrations.ensure_current(db.engine)
+        yield
     except migrations.SchemaNotCurrent as exc:
-        db.dispose()
+        fail(str(exc))
+    except DatabaseDirectoryError as exc:
         fail(str(exc))
     except OperationalError as exc:
-        db.dispose()
-        fail(f"cannot reach the database: {exc.orig}")
-    return db
+        fail(f"cannot reach the database: {_first_line(exc.orig)}")
+    except DatabaseError as exc:  # e.g. a file that is not a SQLite database
+        fail(f"cannot use the database: {_first_line(exc.orig)}")
+
+
+def _first_line(error: BaseException | None) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+
+
+def _open_runtime(settings: AppSettings) -> ConsolidationRuntime:
+    """The runtime on the configured database, checked to be reachable and migrated."""
+    from omoi_os.runtime import ConsolidationRuntime  # FastAPI and the rest: not for --help
+
+    runtime = ConsolidationRuntime(settings)
+    try:
+        with database_errors_in_one_line():
+            migrations.ensure_current(runtime.db.engine)
+    except typer.Exit:
+        runtime.db.dispose()
+        raise
+    return runtime
 
 
 @app.command()
 def migrate() -> None:
     """Migrate the configured database to the newest schema."""
     settings = load_settings()
-    try:
+    with database_errors_in_one_line():
         migrations.upgrade(settings.database_url)
-    except OperationalError as exc:
-        fail(f"cannot reach the database: {exc.orig}")
     typer.echo(f"database migrated to {migrations.head_revision()}")
 
 
@@ -100,17 +120,31 @@ def serve(
     _configure_logging(log_level)
     settings = load_settings()
     if _is_sqlite(settings):
-        migrations.upgrade(settings.database_url)
-    _open_current_database(settings).dispose()
+        with database_errors_in_one_line():
+            migrations.upgrade(settings.database_url)
+    _open_runtime(settings).db.dispose()
+    # Bound before anything starts: a port in use ends here, with no scheduler or
+    # worker ever started (uvicorn would start the app's lifespan first).
+    listener = _bind(host, port)
     if not settings.api_tokens:
         settings = _with_generated_token(settings, host, port)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=log_level.lower(),
-        timeout_graceful_shutdown=10,
+    config = uvicorn.Config(
+        create_app(settings), log_level=log_level.lower(), timeout_graceful_shutdown=10
     )
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    listener.listen(2048)
+    return listener
 
 
 def _configure_logging(level: str) -> None:
@@ -142,16 +176,15 @@ def worker(
     progress then finishes its batch and is handed back."""
     _configure_logging(log_level)
     settings = load_settings()
-    db = _open_current_database(settings)
-    consolidation = ConsolidationWorker(db, settings=settings)
+    runtime = _open_runtime(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    consolidation.start()
-    typer.echo(f"worker {consolidation.worker_id} running; SIGTERM or Ctrl-C stops it", err=True)
+    runtime.worker.start()
+    typer.echo(f"worker {runtime.worker.worker_id} running; SIGTERM or Ctrl-C stops it", err=True)
     stop.wait()
-    consolidation.stop()
-    db.dispose()
+    runtime.worker.stop()
+    runtime.db.dispose()
 
 
 @app.command()
@@ -168,10 +201,9 @@ def trigger(
         parsed = json.loads(scope) if scope is not None else None
     except json.JSONDecodeError as exc:
         fail(f"--scope is not valid JSON: {exc}")
-    db = _open_current_database(settings)
-    triggers = ConsolidationTriggerService(db, settings=settings)
+    runtime = _open_runtime(settings)
     try:
-        job_id = triggers.trigger_consolidation_sync(
+        job_id = runtime.triggers.trigger_consolidation_sync(
             project_id, TriggerType.MANUAL, parsed, triggered_by=f"cli:{getpass.getuser()}"
         )
     except ValidationError as exc:
@@ -180,7 +212,7 @@ def trigger(
     except ConsolidationError as exc:
         fail(str(exc))
     finally:
-        db.dispose()
+        runtime.db.dispose()
     typer.echo(f"created consolidation job {job_id}")
 
 
@@ -198,12 +230,13 @@ def jobs(
         except ValueError:
             fail(f"--project {project!r} is not a UUID")
     settings = load_settings()
-    db = _open_current_database(settings)
+    runtime = _open_runtime(settings)
     try:
-        with db.get_session() as session:
-            rows = job_queries.list_jobs(session, project_id, status=status, limit=limit)
+        rows = runtime.jobs.list(project_id=project_id, status=status, limit=limit).items
+    except ConsolidationError as exc:
+        fail(str(exc))
     finally:
-        db.dispose()
+        runtime.db.dispose()
     typer.echo(
         f"{'id':>8}  {'project':<36}  {'status':<10} {'trigger':<10} {'created (UTC)':<20} "
         "finished (UTC)"

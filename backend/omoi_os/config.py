@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from omoi_os.services.consolidation.schedule import CronSchedule, parse_timezone
+from omoi_os.schedule import CronSchedule, parse_timezone
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 MIN_TOKEN_LENGTH = 16
@@ -105,6 +105,13 @@ class AppSettings(BaseSettings):
     worker_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Memories per committed batch"
     )
+    database_api_connections: int = Field(
+        default=10,
+        ge=1,
+        le=200,
+        description="Connections of the pool kept for HTTP requests and threshold checks, "
+        "beside those of the worker threads and the scheduler",
+    )
 
     api_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(
         default_factory=dict,
@@ -121,8 +128,7 @@ class AppSettings(BaseSettings):
     @field_validator("consolidation_timezone")
     @classmethod
     def _check_timezone(cls, value: str) -> str:
-        parse_timezone(value)
-        return value
+        return parse_timezone(value).key
 
     @field_validator("database_url")
     @classmethod
@@ -140,6 +146,13 @@ class AppSettings(BaseSettings):
             sqlite_url = URL.create("sqlite", database=str(self.data_dir / "omoi_os.db"))
             object.__setattr__(self, "database_url", sqlite_url.render_as_string())
         return self
+
+    @property
+    def database_pool_size(self) -> int:
+        """Connections one process may hold: two per worker thread (a batch and its
+        lease), two for the scheduler's timers, and the API's share. The pool never
+        grows past it; a request that finds it empty waits, then answers 503."""
+        return 2 * self.worker_concurrency + 2 + self.database_api_connections
 
     @property
     def schedule(self) -> CronSchedule:

@@ -5,8 +5,8 @@ server fails the run unless OMOI_TEST_SKIP_POSTGRES=1 is set outside CI."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,16 +14,13 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from omoi_os import migrations
+from omoi_os import migrations, testing
 from omoi_os.config import get_app_settings
 from omoi_os.models import Base
 from omoi_os.services.database import DatabaseService
+from tests.support.clocks import FakeClock
+from tests.support.factories import T0, Factories
 
-from .factories import Factories
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "OMOI_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 DATABASES = ("sqlite", "postgresql")
 
 
@@ -31,7 +28,7 @@ DATABASES = ("sqlite", "postgresql")
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test reads the developer's OMOI_* variables, .env or data directory."""
     for name in list(os.environ):
-        if name.startswith("OMOI_") and name not in ("OMOI_TEST_POSTGRES_URL",):
+        if name.startswith("OMOI_") and name != "OMOI_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.chdir(tmp_path)
@@ -43,21 +40,13 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
 # --- PostgreSQL -------------------------------------------------------------------
 
 
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
-def _admin_execute(sql: str) -> None:
-    with psycopg.connect(_libpq(POSTGRES_ADMIN_URL), autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)
-
-
-def _require_postgres() -> None:
+def require_postgres() -> None:
+    """Fail (or, outside CI with OMOI_TEST_SKIP_POSTGRES=1, skip) without PostgreSQL."""
     try:
-        _admin_execute("SELECT 1")
+        testing.admin_execute("SELECT 1")
     except psycopg.OperationalError as exc:
         message = (
-            f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} ({exc}). Start it "
+            f"PostgreSQL is not reachable at {testing.admin_url()} ({exc}). Start it "
             "(see README) or, outside CI only, set OMOI_TEST_SKIP_POSTGRES=1."
         )
         if os.environ.get("OMOI_TEST_SKIP_POSTGRES") == "1" and os.environ.get("CI") != "true":
@@ -65,27 +54,12 @@ def _require_postgres() -> None:
         pytest.fail(message)
 
 
-def create_postgres_database(prefix: str = "omoi_test") -> str:
-    """Create an empty database for this run and return its URL."""
-    _require_postgres()
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    _admin_execute(f'CREATE DATABASE "{name}"')
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_postgres_database(url: str) -> None:
-    _admin_execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="session")
 def migrated_postgres_url() -> Iterator[str]:
     """One migrated PostgreSQL database for the whole run, emptied after each test."""
-    url = create_postgres_database()
-    try:
-        migrations.upgrade(url)
+    require_postgres()
+    with testing.scratch_database() as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 def _truncate_all(url: str) -> None:
@@ -137,11 +111,9 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    url = create_postgres_database("omoi_empty")
-    try:
+    require_postgres()
+    with testing.scratch_database("omoi_empty", migrate=False) as url:
         yield url
-    finally:
-        drop_postgres_database(url)
 
 
 @pytest.fixture
@@ -164,6 +136,11 @@ def factories(db: DatabaseService) -> Factories:
     return Factories(db)
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say how many tests ran against each database, so a run that silently lost
     PostgreSQL is visible at a glance."""
@@ -172,7 +149,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for report in terminalreporter.stats.get(outcome, []):
             if getattr(report, "when", "call") != "call" and outcome != "error":
                 continue
-            params = report.nodeid.partition("[")[2].rstrip("]").split("-")
+            params = re.findall(r"[\w.]+", report.nodeid.partition("[")[2])
             marked = "postgres_only" in getattr(report, "keywords", {})
             kind = (
                 "postgresql"

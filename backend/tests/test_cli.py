@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select
 
+from omoi_os import migrations
+from omoi_os.migrations import head_revision
 from omoi_os.models import ConsolidationJob
 from omoi_os.services.database import DatabaseService
-
-from .factories import Factories
-from .servers import cli_env, free_port, run_cli
+from tests.support.factories import Factories
+from tests.support.servers import cli_env, free_port, run_cli
 
 
 @pytest.mark.parametrize(
@@ -28,11 +29,45 @@ def test_help_everywhere(command: list[str], tmp_path: Path) -> None:
 def test_migrate_creates_the_embedded_database(tmp_path: Path) -> None:
     result = run_cli("migrate", env=cli_env(tmp_path))
 
-    assert (result.returncode, result.stdout.strip()) == (0, "database migrated to 0001")
+    assert (result.returncode, result.stdout) == (0, f"database migrated to {head_revision()}\n")
     database = tmp_path / "data" / "omoi-os" / "omoi_os.db"
     db = DatabaseService(f"sqlite:///{database}")
     assert "consolidation_jobs" in inspect(db.engine).get_table_names()
     db.dispose()
+
+
+def test_migrate_migrates_the_configured_database(empty_database_url: str, tmp_path: Path) -> None:
+    env = cli_env(tmp_path, database_url=empty_database_url)
+
+    first = run_cli("migrate", env=env)
+    again = run_cli("migrate", env=env)  # at head already: nothing to do, same answer
+    listed = run_cli("jobs", env=env)
+
+    assert (first.returncode, first.stdout) == (0, f"database migrated to {head_revision()}\n")
+    assert (again.returncode, again.stdout) == (0, first.stdout)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines()[0].split() == [
+        "id",
+        "project",
+        "status",
+        "trigger",
+        "created",
+        "(UTC)",
+        "finished",
+        "(UTC)",
+    ]
+    assert len(listed.stdout.splitlines()) == 1
+    db = DatabaseService(empty_database_url)
+    try:
+        assert set(inspect(db.engine).get_table_names()) >= {
+            "projects",
+            "task_memories",
+            "consolidation_jobs",
+            "task_queue",
+        }
+        assert migrations.current_revision(db.engine) == head_revision()
+    finally:
+        db.dispose()
 
 
 def test_trigger_then_list_jobs(database_url: str, factories: Factories, tmp_path: Path) -> None:
@@ -83,12 +118,34 @@ def test_cli_errors_are_one_line(
     assert message in result.stderr
 
 
-def test_commands_refuse_an_unmigrated_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [["jobs"], ["trigger", "00000000-0000-4000-8000-000000000000"], ["worker"]],
+    ids=["jobs", "trigger", "worker"],
+)
+def test_commands_refuse_an_unmigrated_database(
+    empty_database_url: str, tmp_path: Path, command: list[str]
+) -> None:
+    result = run_cli(*command, env=cli_env(tmp_path, database_url=empty_database_url))
+
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("omoi-os: error: the database ")
+    assert f"has never been migrated; this code needs {head_revision()}." in result.stderr
+    assert "Run `omoi-os migrate`" in result.stderr
+    db = DatabaseService(empty_database_url)
+    try:
+        assert inspect(db.engine).get_table_names() == []  # refused, not migrated
+    finally:
+        db.dispose()
+
+
+def test_commands_refuse_the_unmigrated_embedded_database(tmp_path: Path) -> None:
     result = run_cli("jobs", env=cli_env(tmp_path))
 
     assert result.returncode == 2
     assert "has never been migrated" in result.stderr
-    assert "omoi-os migrate" in result.stderr
+    assert "Run `omoi-os migrate`" in result.stderr
 
 
 BAD_SETTINGS = [

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import inspect
 
-from omoi_os.models import ConsolidationJob, Project, QueuedTask, TaskMemory
+from omoi_os import testing
 from omoi_os.services.database import DatabaseService
-
-from .conftest import create_postgres_database, drop_postgres_database
-from .factories import Factories
-from .servers import Server, cli_env, run_cli, serve
+from tests.conftest import require_postgres
+from tests.support.factories import Factories
+from tests.support.polling import wait_for
+from tests.support.rows import row_counts
+from tests.support.servers import Server, cli_env, run_cli, serve
 
 ALICE = "alice-e2e-token-0123456789"
 
@@ -63,20 +64,14 @@ def idle_api(idle_server: Server) -> Iterator[httpx.Client]:
 
 
 def _wait_for_status(api: httpx.Client, job_id: int, status: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        job = dict(api.get(f"/consolidation-jobs/{job_id}").json())
-        if job["status"] == status:
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not become {status}: {job}")
+    seen: dict[str, Any] = {}
 
+    def reached() -> bool:
+        seen.update(api.get(f"/consolidation-jobs/{job_id}").json())
+        return bool(seen["status"] == status)
 
-def _rows(db: DatabaseService) -> tuple[int, ...]:
-    factories = Factories(db)
-    return tuple(
-        factories.count(model) for model in (Project, TaskMemory, ConsolidationJob, QueuedTask)
-    )
+    wait_for(reached, timeout=60, what=f"job {job_id} to become {status} ({seen})")
+    return seen
 
 
 def test_walkthrough(api: httpx.Client) -> None:
@@ -119,7 +114,7 @@ def test_every_error_status_with_its_detail_and_no_rows_written(
     project = api.post("/projects", json={"name": "p"}).json()
     dormant = api.post("/projects", json={"name": "q", "is_active": False}).json()
     active = api.post(f"/projects/{project['id']}/consolidation-jobs").json()
-    before = _rows(db)
+    before = row_counts(Factories(db))
     url = f"{server.base_url}/api/v1/projects"
 
     def status_and_detail(response: httpx.Response) -> tuple[int, Any]:
@@ -131,8 +126,16 @@ def test_every_error_status_with_its_detail_and_no_rows_written(
         httpx.post(url, json={"name": "x"}, headers={"Authorization": f"Bearer {ALICE[:-1]}!"}),
         httpx.post(url, json={"name": "x"}, params={"access_token": ALICE}),
     ]
-    assert [r.status_code for r in unauthenticated] == [401] * 4
-    assert {r.headers["www-authenticate"] for r in unauthenticated} == {'Bearer realm="omoi-os"'}
+    missing_token = "missing bearer token (Authorization: Bearer <token>)"
+    assert [status_and_detail(r) for r in unauthenticated] == [
+        (401, missing_token),
+        (401, "invalid bearer token"),
+        (401, "invalid bearer token"),
+        (401, missing_token),
+    ]
+    assert [r.headers["www-authenticate"] for r in unauthenticated] == [
+        'Bearer realm="omoi-os"'
+    ] * 4
 
     missing = "00000000-0000-4000-8000-000000000000"
     assert status_and_detail(api.get(f"/projects/{missing}")) == (
@@ -148,8 +151,14 @@ def test_every_error_status_with_its_detail_and_no_rows_written(
         f"project {dormant['id']} is inactive",
     )
     conflict = api.post(f"/projects/{project['id']}/consolidation-jobs", json={})
-    assert conflict.status_code == 409
-    assert conflict.json()["active_job_id"] == active["id"]
+    assert (conflict.status_code, conflict.json()) == (
+        409,
+        {
+            "detail": f"project {project['id']} already has active consolidation job "
+            f"{active['id']}",
+            "active_job_id": active["id"],
+        },
+    )
 
     bad_scope = api.post(
         f"/projects/{project['id']}/consolidation-jobs",
@@ -162,7 +171,10 @@ def test_every_error_status_with_its_detail_and_no_rows_written(
         ["body", "scope", "memory_types", 0],
     )
     assert (bad_id.status_code, bad_id.json()["detail"][0]["loc"]) == (422, ["path", "project_id"])
-    assert unknown_field.json()["detail"][0]["loc"] == ["body", "colour"]
+    assert (unknown_field.status_code, unknown_field.json()["detail"][0]["loc"]) == (
+        422,
+        ["body", "colour"],
+    )
 
     too_big = api.post(
         f"/projects/{project['id']}/memories",
@@ -170,7 +182,8 @@ def test_every_error_status_with_its_detail_and_no_rows_written(
     )
     assert status_and_detail(too_big) == (413, "request body larger than 65536 bytes")
 
-    assert _rows(db) == before
+    assert before == (2, 0, 1, 1)
+    assert row_counts(Factories(db)) == before
 
 
 def test_serve_without_tokens_prints_one_that_works(database_url: str, tmp_path: Path) -> None:
@@ -194,12 +207,19 @@ def test_serve_without_tokens_prints_one_that_works(database_url: str, tmp_path:
 
 @pytest.mark.postgres_only
 def test_serve_refuses_an_unmigrated_postgres(tmp_path: Path) -> None:
-    url = create_postgres_database("omoi_unmigrated")
-    try:
+    require_postgres()
+    with testing.scratch_database("omoi_unmigrated", migrate=False) as url:
         result = run_cli("serve", "--port", "1", env=cli_env(tmp_path, database_url=url))
-    finally:
-        drop_postgres_database(url)
+        db = DatabaseService(url)
+        try:
+            tables = inspect(db.engine).get_table_names()
+        finally:
+            db.dispose()
 
     assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("omoi-os: error: the database ")
     assert "has never been migrated" in result.stderr
     assert "Run `omoi-os migrate`" in result.stderr
+    assert result.stdout == ""
+    assert tables == []  # serve migrates only the embedded SQLite database itself

@@ -8,13 +8,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
-from omoi_os import migrations
+from omoi_os import migrations, testing
 from omoi_os.models import Base
 from omoi_os.services.database import DatabaseService
-
-from .conftest import create_postgres_database, drop_postgres_database
 
 TABLES = {
     "projects",
@@ -22,7 +20,7 @@ TABLES = {
     "consolidation_jobs",
     "consolidation_ticks",
     "task_queue",
-    "alembic_version",
+    migrations.VERSION_TABLE,
 }
 
 
@@ -39,7 +37,7 @@ def test_upgrade_downgrade_upgrade_round_trip(empty_database_url: str) -> None:
     assert _tables(empty_database_url) == TABLES
 
     migrations.downgrade(empty_database_url)
-    assert _tables(empty_database_url) == {"alembic_version"}
+    assert _tables(empty_database_url) == {migrations.VERSION_TABLE}
 
     migrations.upgrade(empty_database_url)
     assert _tables(empty_database_url) == TABLES
@@ -49,7 +47,8 @@ def test_models_and_migrated_schema_do_not_drift(database_url: str) -> None:
     service = DatabaseService(database_url)
     try:
         with service.engine.connect() as connection:
-            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            options = {"compare_type": True, "version_table": migrations.VERSION_TABLE}
+            context = MigrationContext.configure(connection, opts=options)
             differences = compare_metadata(context, Base.metadata)
     finally:
         service.dispose()
@@ -97,7 +96,7 @@ def test_migrated_indexes_and_checks_match_the_models_exactly(
     reference = (
         f"sqlite:///{tmp_path / 'reference.db'}"
         if empty_database_url.startswith("sqlite")
-        else create_postgres_database("omoi_reference")
+        else testing.create_database("omoi_reference")
     )
     try:
         service = DatabaseService(reference)
@@ -106,9 +105,9 @@ def test_migrated_indexes_and_checks_match_the_models_exactly(
         migrated, expected = _indexes_and_checks(empty_database_url), _indexes_and_checks(reference)
     finally:
         if not reference.startswith("sqlite"):
-            drop_postgres_database(reference)
+            testing.drop_database(reference)
 
-    migrated.pop("alembic_version_pkc", None)
+    migrated.pop(f"{migrations.VERSION_TABLE}_pkc", None)
     assert migrated == expected
     assert "uq_consolidation_jobs_one_active_per_project" in migrated
     assert "ck_task_queue_max_attempts_positive" in migrated
@@ -128,3 +127,91 @@ def test_ensure_current_names_the_fix_on_an_unmigrated_database(empty_database_u
         assert migrations.current_revision(service.engine) == migrations.head_revision()
     finally:
         service.dispose()
+
+
+# --- living beside a host's own Alembic history ----------------------------------------
+
+
+def _execute(url: str, *statements: str) -> list[tuple[object, ...]]:
+    service = DatabaseService(url)
+    try:
+        with service.transaction() as session:
+            rows: list[tuple[object, ...]] = []
+            for statement in statements:
+                result = session.execute(text(statement))
+                rows = [tuple(row) for row in result] if result.returns_rows else []
+            return rows
+    finally:
+        service.dispose()
+
+
+def test_a_hosts_alembic_version_is_never_read_or_written(empty_database_url: str) -> None:
+    _execute(
+        empty_database_url,
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)",
+        "INSERT INTO alembic_version VALUES ('host_b7f3a9')",
+    )
+
+    migrations.upgrade(empty_database_url)
+
+    assert _execute(empty_database_url, "SELECT version_num FROM alembic_version") == [
+        ("host_b7f3a9",)
+    ]
+    assert _tables(empty_database_url) == TABLES | {"alembic_version"}
+    service = DatabaseService(empty_database_url)
+    assert migrations.current_revision(service.engine) == migrations.head_revision()
+    service.dispose()
+
+
+def test_a_database_of_the_previous_release_is_carried_over_without_losing_a_row(
+    empty_database_url: str,
+) -> None:
+    # The previous release kept our revision in alembic_version: make exactly that.
+    migrations.upgrade(empty_database_url, "0001")
+    _execute(
+        empty_database_url,
+        f"DROP TABLE {migrations.VERSION_TABLE}",
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+        "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))",
+        "INSERT INTO alembic_version VALUES ('0001')",
+        "INSERT INTO projects (id, name, is_active, created_at) "
+        "VALUES ('0c6f3b1e5d2a4f8e9a7b1c3d5e7f9a0b', 'kept', true, '2026-01-01 00:00:00')",
+    )
+    service = DatabaseService(empty_database_url)
+    with pytest.raises(migrations.SchemaNotCurrent, match="never been migrated"):
+        migrations.ensure_current(service.engine)
+
+    migrations.upgrade(empty_database_url)
+
+    migrations.ensure_current(service.engine)
+    service.dispose()
+    assert _tables(empty_database_url) == TABLES  # alembic_version held only ours: dropped
+    assert _execute(empty_database_url, "SELECT name FROM projects") == [("kept",)]
+
+
+def test_a_host_migrates_us_from_its_own_env_py_connection(empty_database_url: str) -> None:
+    service = DatabaseService(empty_database_url)
+    with service.engine.begin() as connection:  # the host's migration transaction
+        connection.execute(text("CREATE TABLE host_things (id INTEGER PRIMARY KEY)"))
+        migrations.upgrade(connection)
+    migrations.ensure_current(service.engine)
+    service.dispose()
+
+    assert _tables(empty_database_url) == TABLES | {"host_things"}
+
+
+def test_a_database_from_a_newer_release_is_named_as_such(database_url: str) -> None:
+    _execute(database_url, f"UPDATE {migrations.VERSION_TABLE} SET version_num = 'omoi9999'")
+    service = DatabaseService(database_url)
+    try:
+        with pytest.raises(migrations.SchemaNotCurrent, match="newer release of omoi-os"):
+            migrations.ensure_current(service.engine)
+    finally:
+        service.dispose()
+    _execute(database_url, f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0001'")
+
+
+def test_the_scripts_are_found_inside_the_package() -> None:
+    assert migrations.scripts_dir().name in ("migrations", "alembic")
+    assert (migrations.scripts_dir() / "env.py").is_file()
+    assert "0001" in migrations.known_revisions()

@@ -12,8 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
+from omoi_os.schedule import CronSchedule, InvalidSchedule
 from omoi_os.services.consolidation.decisions import due_tick
-from omoi_os.services.consolidation.schedule import CronSchedule, InvalidSchedule, ScheduleTrigger
+from omoi_os.services.consolidation.scheduler import CronScheduleTrigger
 
 BERLIN = ZoneInfo("Europe/Berlin")
 STARTS = [
@@ -209,7 +210,7 @@ def test_a_tick_instant_is_its_own_latest_tick() -> None:
 
 
 def test_scheduler_trigger_fires_on_the_schedules_ticks() -> None:
-    trigger = ScheduleTrigger(CronSchedule.parse("0 2 * * *", "Europe/Berlin"))
+    trigger = CronScheduleTrigger(CronSchedule.parse("0 2 * * *", "Europe/Berlin"))
     exactly_on_tick = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)  # 02:00 CEST
 
     assert trigger.get_next_fire_time(None, exactly_on_tick) == exactly_on_tick

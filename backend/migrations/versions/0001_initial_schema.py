@@ -108,7 +108,7 @@ def upgrade() -> None:
             name=op.f("uq_consolidation_jobs_scheduled_for_project_id"),
         ),
     )
-    # Invariant 1: one pending-or-running job per project.
+    # Invariant 1 (docs/invariants.md): one pending-or-running job per project.
     op.create_index(
         "uq_consolidation_jobs_one_active_per_project",
         "consolidation_jobs",

@@ -1,80 +1,80 @@
-"""The FastAPI app: its lifespan starts and stops the database, the trigger service
-and the consolidation worker; its routes are all under /api/v1, behind bearer auth
-(health and metrics at the root)."""
+"""The standalone app (`omoi-os serve`): one host of the consolidation runtime among
+others. Its lifespan starts and stops the runtime; the API is under /api/v1 behind
+bearer tokens, health and metrics at the root."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI, Response
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from omoi_os import migrations
-from omoi_os.api.auth import require_principal
-from omoi_os.api.deps import Services
-from omoi_os.api.errors import BodySizeLimit, error_responses, install_error_handlers
-from omoi_os.api.routes import jobs, projects, system
+from omoi_os.api.router import consolidation_router, ops_router
 from omoi_os.config import AppSettings, get_app_settings
+from omoi_os.runtime import ConsolidationRuntime
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
 
-def create_app(settings: AppSettings | None = None) -> FastAPI:
+def create_app(
+    settings: AppSettings | None = None, *, runtime: ConsolidationRuntime | None = None
+) -> FastAPI:
     """Build the app. Nothing touches the database until the lifespan starts."""
+    runtime = runtime or ConsolidationRuntime(settings or get_app_settings())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with runtime.lifespan():
+                logger.info(
+                    "omoi-os started on %s",
+                    runtime.db.engine.url.render_as_string(),
+                    extra={"action": "app_started"},
+                )
+                yield
+        finally:
+            runtime.db.dispose()
+            logger.info("omoi-os stopped", extra={"action": "app_stopped"})
+
     app = FastAPI(
         title="omoi_os consolidation triggers",
         version="0.1.0",
         description="Decides when agent memories are consolidated; records each "
         "decision as a durable, queued job.",
-        lifespan=_lifespan,
+        lifespan=lifespan,
     )
-    app.state.settings = settings or get_app_settings()
-    install_error_handlers(app)
-    app.add_middleware(BodySizeLimit)
-
-    api = APIRouter(
-        prefix=API_PREFIX,
-        dependencies=[Depends(require_principal)],
-        responses=error_responses(401, 413, 503),
-    )
-    api.include_router(projects.router)
-    api.include_router(jobs.router)
-    api.include_router(system.router, include_in_schema=True)
-    app.include_router(api)
-    app.add_api_route(
-        "/healthz",
-        system.health,
-        methods=["GET"],
-        tags=["system"],
-        response_model=None,
-        responses=system.HEALTH_RESPONSES,
-    )
-    app.add_api_route(
-        "/metrics", system.metrics, methods=["GET"], tags=["system"], response_class=Response
-    )
+    app.state.runtime = runtime
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.include_router(consolidation_router(runtime), prefix=API_PREFIX)
+    app.include_router(ops_router(runtime))
     return app
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: AppSettings = app.state.settings
-    services = Services.build(settings)
-    app.state.services = services
-    try:
-        await asyncio.to_thread(migrations.ensure_current, services.db.engine)
-        services.triggers.start()
-        if settings.worker_enabled:
-            services.worker.start()
-        logger.info("omoi-os started on %s", services.db.engine.url.render_as_string())
-        yield
-    finally:
-        # The worker first: it hands back its job after the batch in progress.
-        await asyncio.to_thread(services.worker.stop, SHUTDOWN_TIMEOUT_SECONDS)
-        await asyncio.to_thread(services.triggers.stop, SHUTDOWN_TIMEOUT_SECONDS)
-        await asyncio.to_thread(services.db.dispose)
-        logger.info("omoi-os stopped")
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer, except that a 405 lists every method of the path in `Allow`
+    (Starlette names only the first route that matched the path)."""
+    assert isinstance(exc, StarletteHTTPException)
+    methods = _methods_of(request.app, request.url.path) if exc.status_code == 405 else []
+    if not methods:  # not a 405, or a path outside the schema (/docs …): as FastAPI does
+        return await http_exception_handler(request, exc)
+    headers = {"Allow": ", ".join(methods)}
+    return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
+
+
+def _methods_of(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI schema documents for `path` (HEAD goes with GET)."""
+    methods: set[str] = set()
+    for template, operations in app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods |= {method.upper() for method in operations}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)

@@ -1,12 +1,12 @@
-"""Bearer-token authentication. Tokens come from OMOI_API_TOKENS (name:token); the
-name is the principal that `triggered_by` records."""
-
-from __future__ import annotations
+"""Bearer-token authentication, the default way of naming the caller. Tokens come
+from OMOI_API_TOKENS (name:token); the name is what `triggered_by` records. A host
+with its own authentication passes its own dependency instead."""
 
 import hmac
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 bearer = HTTPBearer(auto_error=False, description="A token from OMOI_API_TOKENS")
@@ -18,7 +18,7 @@ def _unauthorized(reason: str) -> HTTPException:
     )
 
 
-def match_token(presented: str, tokens: dict[str, str]) -> str | None:
+def match_token(presented: str, tokens: Mapping[str, str]) -> str | None:
     """The name whose token equals `presented`, compared in constant time. Every
     configured token is compared, so timing says nothing about which one matched."""
     matched = None
@@ -29,18 +29,17 @@ def match_token(presented: str, tokens: dict[str, str]) -> str | None:
     return matched
 
 
-def require_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
-    """The authenticated principal's name, or 401."""
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise _unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    tokens: dict[str, str] = request.app.state.services.api_tokens
-    name = match_token(credentials.credentials, tokens)
-    if name is None:
-        raise _unauthorized("invalid bearer token")
-    return name
+def bearer_principal(tokens: Mapping[str, str]) -> Callable[..., Any]:
+    """A dependency answering the name of the caller's bearer token, or 401."""
 
+    def principal(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> str:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise _unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        name = match_token(credentials.credentials, tokens)
+        if name is None:
+            raise _unauthorized("invalid bearer token")
+        return name
 
-Principal = Annotated[str, Depends(require_principal)]
+    return principal

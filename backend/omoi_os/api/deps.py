@@ -1,60 +1,49 @@
-"""What routes depend on: the app's services (built once, in the lifespan)."""
+"""What routes depend on: the runtime that serves them and the caller's name.
 
-from __future__ import annotations
+A router is bound to one runtime when it is built (`consolidation_router(runtime)`),
+so a host can include routers of two runtimes side by side. The binding is a
+router-level dependency that runs before each route's own and leaves both values on
+the request; the routes read them back through `Runtime` and `Principal`.
+"""
 
-from dataclasses import dataclass, field
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from prometheus_client import CollectorRegistry
 
-from omoi_os.config import AppSettings
-from omoi_os.metrics import build_registry
-from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
-from omoi_os.services.consolidation.worker import ConsolidationWorker
-from omoi_os.services.database import DatabaseService
-from omoi_os.services.memory import MemoryService
-from omoi_os.services.projects import ProjectService
-from omoi_os.services.task_queue import TaskQueueService
+from omoi_os.runtime import ConsolidationRuntime
+
+_RUNTIME = "omoi_os_runtime"
+_PRINCIPAL = "omoi_os_principal"
 
 
-@dataclass
-class Services:
-    """The collaborators of one running app."""
+def bind_runtime(runtime: ConsolidationRuntime) -> Callable[[Request], None]:
+    """A dependency that makes `runtime` the one serving the request."""
 
-    settings: AppSettings
-    db: DatabaseService
-    triggers: ConsolidationTriggerService
-    queue: TaskQueueService
-    projects: ProjectService
-    memories: MemoryService
-    worker: ConsolidationWorker
-    metrics_registry: CollectorRegistry
-    api_tokens: dict[str, str] = field(repr=False)
+    def bind(request: Request) -> None:
+        setattr(request.state, _RUNTIME, runtime)
 
-    @classmethod
-    def build(cls, settings: AppSettings) -> Services:
-        db = DatabaseService(settings=settings)
-        queue = TaskQueueService(db)
-        triggers = ConsolidationTriggerService(db, settings=settings, task_queue=queue)
-        return cls(
-            settings=settings,
-            db=db,
-            triggers=triggers,
-            queue=queue,
-            projects=ProjectService(db),
-            memories=MemoryService(db, triggers),
-            worker=ConsolidationWorker(db, settings=settings),
-            metrics_registry=build_registry(db),
-            api_tokens={
-                name: token.get_secret_value() for name, token in settings.api_tokens.items()
-            },
-        )
+    return bind
 
 
-def get_services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+def bind_principal(principal: Callable[..., Any]) -> Callable[..., None]:
+    """A dependency that runs the host's `principal` dependency and keeps its answer
+    (the caller's name, recorded as `triggered_by`)."""
+
+    def bind(request: Request, name: Annotated[str, Depends(principal)]) -> None:
+        setattr(request.state, _PRINCIPAL, name)
+
+    return bind
 
 
-AppServices = Annotated[Services, Depends(get_services)]
+def current_runtime(request: Request) -> ConsolidationRuntime:
+    runtime: ConsolidationRuntime = getattr(request.state, _RUNTIME)
+    return runtime
+
+
+def current_principal(request: Request) -> str:
+    return str(getattr(request.state, _PRINCIPAL))
+
+
+Runtime = Annotated[ConsolidationRuntime, Depends(current_runtime)]
+Principal = Annotated[str, Depends(current_principal)]

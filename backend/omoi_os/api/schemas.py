@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,7 +17,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from omoi_os.models import JobStatus, MemoryType, TriggerType
-from omoi_os.services.consolidation.json_types import JsonInt
+from omoi_os.services.consolidation.json_types import JsonDateTime, JsonInt
 from omoi_os.services.consolidation.scope import ConsolidationScope
 
 # No NUL: PostgreSQL text cannot hold it, so it is refused as bad input (422), not
@@ -40,7 +39,9 @@ Text20k = Annotated[str, Field(min_length=1, max_length=20_000, pattern=STORABLE
 
 
 class Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Text is stored exactly as sent: no stripping, whose idea of whitespace (Python's)
+    # no JSON Schema pattern can state, so the schema could not say what is refused.
+    model_config = ConfigDict(extra="forbid")
 
 
 class Response(BaseModel):
@@ -105,7 +106,7 @@ class MemoryCreate(Request):
     execution_summary: Text20k
     success: StrictBool = True
     reused_count: JsonInt = Field(default=0, ge=0, le=1_000_000_000)
-    learned_at: Annotated[AwareDatetime, AfterValidator(_in_utc_range)] | None = Field(
+    learned_at: Annotated[JsonDateTime, AfterValidator(_in_utc_range)] | None = Field(
         default=None, description="When the lesson was learned (default: now)"
     )
 

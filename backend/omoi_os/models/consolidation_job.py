@@ -77,7 +77,7 @@ class ConsolidationJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
-        # Invariant 1: at most one pending or running job per project.
+        # Invariant 1 (docs/invariants.md): one pending or running job per project.
         Index(
             "uq_consolidation_jobs_one_active_per_project",
             "project_id",
@@ -85,7 +85,7 @@ class ConsolidationJob(Base):
             postgresql_where=text(_ACTIVE_SQL),
             sqlite_where=text(_ACTIVE_SQL),
         ),
-        # Invariant 2: one scheduled job per project per tick, whatever the replicas.
+        # Invariant 2 (docs/invariants.md): one scheduled job per project per tick.
         # scheduled_for leads so a tick's jobs can be found by it; NULLs never clash.
         UniqueConstraint("scheduled_for", "project_id"),
         Index("ix_consolidation_jobs_project_id_id", "project_id", "id"),

@@ -1,7 +1,12 @@
-"""DatabaseService: the engine, the session factory and the transaction scope.
+"""DatabaseService: the one database handle every service takes.
 
-Services never keep a session: they take a session factory and open one short
-transaction per unit of work (`with factory.begin() as session:`).
+It holds an engine and the session factory bound to it. Services never keep a
+session: each unit of work opens one short transaction (`with db.transaction() as
+session:`), or a read-only one (`db.read()`), and callers that own a larger unit
+of work pass their session down explicitly.
+
+A host application can hand over its own `Engine` (`DatabaseService.from_engine`):
+the service then uses the host's pool and never disposes of it.
 """
 
 from __future__ import annotations
@@ -9,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Engine, Executable, create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,19 +24,44 @@ from omoi_os.config import AppSettings, get_app_settings, normalise_database_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
-
-SessionFactory = sessionmaker[Session]
+DEFAULT_POOL_SIZE = 16  # AppSettings().database_pool_size with the default settings
 
 
 class DatabaseService:
-    """Owns one engine and hands out sessions bound to it."""
+    """One engine, the sessions bound to it, and the transaction scopes."""
 
-    def __init__(self, url: str | None = None, *, settings: AppSettings | None = None) -> None:
-        self.url = (
-            normalise_database_url(url) if url else (settings or get_app_settings()).database_url
-        )
-        self.engine = create_database_engine(self.url)
-        self.session_factory: SessionFactory = sessionmaker(self.engine, expire_on_commit=False)
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: AppSettings | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        """Open an engine for `url` (or the settings' database URL). With `engine`, use
+        that one instead and leave its disposal to whoever made it."""
+        if engine is not None:
+            self.engine, self._owns_engine = engine, False
+        else:
+            settings = settings or get_app_settings()
+            resolved = normalise_database_url(url) if url else settings.database_url
+            engine = create_database_engine(resolved, pool_size=settings.database_pool_size)
+            self.engine, self._owns_engine = engine, True
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_engine(cls, engine: Engine) -> DatabaseService:
+        """Use a host application's engine (and its pool); dispose() leaves it open."""
+        return cls(engine=engine)
+
+    @classmethod
+    def for_session(cls, session: Session) -> DatabaseService:
+        """Use the engine a session is bound to (the session itself is never shared)."""
+        bind = session.get_bind()
+        return cls(engine=bind.engine if isinstance(bind, Connection) else bind)
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=False)
 
     @property
     def dialect(self) -> str:
@@ -41,43 +70,75 @@ class DatabaseService:
 
     def get_session(self) -> Session:
         """A new session; the caller closes it (or uses it as a context manager)."""
-        return self.session_factory()
+        return self._sessions()
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: commits when the block ends, rolls back if it raises."""
-        with self.session_factory.begin() as session:
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading only. On SQLite it begins DEFERRED, so it never takes
+        the write lock: WAL lets such readers run beside the one writer."""
+        with self._sessions() as session:
+            session.connection(execution_options={"sqlite_begin": "DEFERRED"})
             yield session
 
     def ping(self) -> None:
-        """Raise unless the database answers a trivial query."""
-        with self.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
+        """Raise unless the database answers a trivial query (never waits for SQLite's
+        write lock)."""
+        with self.read() as session:
+            session.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
-        self.engine.dispose()
+        """Close every pooled connection, unless the engine belongs to a host."""
+        if self._owns_engine:
+            self.engine.dispose()
 
 
-def create_database_engine(url: str) -> Engine:
-    """An engine configured for the backend's use of `url`'s database."""
-    if make_url(url).get_backend_name() == "sqlite":
-        return _sqlite_engine(url)
+def create_database_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+    """An engine configured for the backend's use of `url`'s database, whose pool holds
+    at most `pool_size` connections (see AppSettings.database_pool_size)."""
+    parsed = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": 0}
+    if parsed.get_backend_name() == "sqlite":
+        in_memory = parsed.database in (None, "", ":memory:")
+        return _sqlite_engine(url, {} if in_memory else pool)
     return create_engine(
         url,
         pool_pre_ping=True,
         connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, "application_name": "omoi-os"},
+        **pool,
     )
 
 
-def _sqlite_engine(url: str) -> Engine:
-    database = make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+def _sqlite_engine(url: str, pool: dict[str, int]) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool)
+    event.listen(engine, "do_connect", _make_sqlite_directory)
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_immediate)
     return engine
+
+
+class DatabaseDirectoryError(OSError):
+    """The directory of a SQLite database file cannot be created or used."""
+
+
+def _make_sqlite_directory(dialect: Any, _record: Any, cargs: Any, _cparams: Any) -> None:
+    # At the first connection, not when the engine is built: building settings, an
+    # engine or an app never creates a file.
+    database = cargs[0] if cargs else None
+    if not database or database == ":memory:" or str(database).startswith("file:"):
+        return
+    directory = Path(database).parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseDirectoryError(
+            f"cannot create the database's directory {directory}: {exc.strerror or exc}"
+        ) from exc
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
@@ -95,45 +156,9 @@ def _begin_immediate(connection: Any) -> None:
     # SQLite has one writer. Taking the write lock at BEGIN makes concurrent
     # transactions wait for each other (busy_timeout) instead of failing with
     # "database is locked" when a reader later tries to write. Sessions that only
-    # read opt out (read_session), so they never hold the lock.
+    # read opt out (DatabaseService.read), so they never hold the lock.
     mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
     connection.exec_driver_sql(f"BEGIN {mode}")
-
-
-@contextmanager
-def transaction_scope(factory: SessionFactory, session: Session | None = None) -> Iterator[Session]:
-    """Join the caller's `session` (its owner commits) or run one new transaction."""
-    if session is not None:
-        yield session
-        return
-    with factory.begin() as new_session:
-        yield new_session
-
-
-def execute_counting(session: Session, statement: Executable) -> int:
-    """Run an INSERT/UPDATE/DELETE and return how many rows it changed."""
-    result = session.execute(statement, execution_options={"preserve_rowcount": True})
-    return int(cast(CursorResult[Any], result).rowcount)
-
-
-def insert_ignoring_conflicts(session: Session, model: type[Any]) -> Any:
-    """`INSERT … ON CONFLICT DO NOTHING` for `model` in the session's dialect.
-
-    The database decides uniqueness; a conflict is an answer ("already there"),
-    not an error that would abort a PostgreSQL transaction.
-    """
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    # On the Table, not the mapped class: a Core statement reports rowcount and
-    # RETURNING as the database gives them, with no ORM bookkeeping in between.
-    return insert(model.__table__).on_conflict_do_nothing()
-
-
-def engine_of(factory: SessionFactory) -> Engine:
-    """The engine a session factory made by as_session_factory is bound to."""
-    bind = factory.kw["bind"]
-    if not isinstance(bind, Engine):
-        raise TypeError(f"the session factory is bound to {type(bind).__name__}, not an Engine")
-    return bind
 
 
 def interrupt_statement(dbapi_connection: Any) -> None:
@@ -150,27 +175,3 @@ def interrupt_statement(dbapi_connection: Any) -> None:
 def raw_connection(session: Session) -> Any:
     """The DBAPI connection under a session's current transaction."""
     return session.connection().connection.dbapi_connection
-
-
-@contextmanager
-def read_session(factory: SessionFactory) -> Iterator[Session]:
-    """A session for reading only. On SQLite it begins DEFERRED, so it does not take
-    the write lock: WAL lets such readers run beside the one writer."""
-    with factory() as session:
-        session.connection(execution_options={"sqlite_begin": "DEFERRED"})
-        yield session
-
-
-def as_session_factory(db: Session | DatabaseService | SessionFactory | Engine) -> SessionFactory:
-    """A session factory for whatever the caller has: a DatabaseService, a factory,
-    an Engine, or a Session (only its engine is used; the session itself is not shared)."""
-    if isinstance(db, DatabaseService):
-        return db.session_factory
-    if isinstance(db, sessionmaker):
-        return db
-    if isinstance(db, Session):
-        bind = db.get_bind()
-        db = bind.engine if isinstance(bind, Connection) else bind
-    if isinstance(db, Engine):
-        return sessionmaker(db, expire_on_commit=False)
-    raise TypeError(f"cannot get sessions from {type(db).__name__}")

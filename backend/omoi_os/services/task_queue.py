@@ -1,57 +1,90 @@
 """TaskQueueService: a durable queue in the backend's own database.
 
-Life of a task: `enqueue` (idempotent on task_type + task_id, inside the caller's
-transaction when given one) → `claim` (a lease for one worker) → `complete`, or
-`fail` (retried with exponential backoff, dead after max_attempts). A worker that
-dies leaves its lease to expire; `reclaim_expired` puts the task back.
+Life of a task: `enqueue` (idempotent on task_type + task_id) → `claim` (a lease for
+one worker) → `complete`, or `fail` (retried with exponential backoff, dead after
+max_attempts), or `release` (handed back unfinished). A worker that dies leaves its
+lease to expire; `reclaim_expired` puts the task back.
 
-Each operation is one SQL statement. Claiming uses `FOR UPDATE SKIP LOCKED` on
-PostgreSQL, so concurrent workers never take the same task; on SQLite the
+Every method works inside the caller's transaction, passed as `session=`: the
+caller decides what commits together (a job row and its task; a claim and the job
+it starts). Each operation is one SQL statement. Claiming uses `FOR UPDATE SKIP
+LOCKED` on PostgreSQL, so concurrent workers never take the same task; on SQLite the
 statement runs under the database's single write lock, which is just as atomic.
-Every write after a claim is fenced by the claim's own token: a worker whose
-lease was taken over cannot complete, fail or release the task any more.
+Every write after a claim is fenced by the claim's own token: a worker whose lease
+was taken over cannot complete, fail or release the task any more (invariant 6,
+docs/invariants.md).
 
 On PostgreSQL, enqueueing NOTIFYs `NOTIFY_CHANNEL` (delivered at commit), so a
-listening worker wakes at once; on SQLite workers poll.
+listening worker wakes at once (`QueueListener`); on SQLite workers poll.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, Select, case, func, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.models import QueuedTask, TaskState
-from omoi_os.models.base import cast_table
-from omoi_os.services.database import (
-    DatabaseService,
-    SessionFactory,
-    as_session_factory,
-    execute_counting,
-    insert_ignoring_conflicts,
-    read_session,
-    transaction_scope,
-)
+from omoi_os.models.base import UTCDateTime, cast_table
+from omoi_os.store.sql import execute_counting
 
 logger = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "omoi_task_queue"
-# Bound with the column's own type (UTC handling), also where SQL builds the value.
-_finished_at_type = cast_table(QueuedTask).c.finished_at.type
 DEFAULT_LEASE = timedelta(seconds=60)
 DEFAULT_MAX_ATTEMPTS = 5
+
+_tasks = cast_table(QueuedTask)
+# Bound with the column's own type (UTC handling), also where SQL builds the value.
+_finished_at_type = _tasks.c.finished_at.type
+
+# PostgreSQL: any number of tasks in one statement, passed as two arrays.
+_ENQUEUE_POSTGRES = text(
+    "INSERT INTO task_queue (task_type, task_id, payload, state, attempts, max_attempts, "
+    "available_at, created_at) "
+    "SELECT :task_type, t.task_id, '{}', 'queued', 0, :max_attempts, t.available_at, :now "
+    "FROM unnest(CAST(:task_ids AS varchar[]), CAST(:available_at AS timestamptz[])) "
+    "AS t(task_id, available_at) "
+    "ON CONFLICT (task_type, task_id) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+
+# Elsewhere (SQLite, in process): one statement executed for each task.
+_ENQUEUE_ONE = (
+    sqlite.insert(_tasks)
+    .values(
+        task_type=bindparam("task_type"),
+        task_id=bindparam("task_id"),
+        payload={},
+        state=TaskState.QUEUED,
+        attempts=0,
+        max_attempts=bindparam("max_attempts"),
+        available_at=bindparam("available_at"),
+        created_at=bindparam("now"),
+    )
+    .on_conflict_do_nothing()
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +107,6 @@ class ClaimedTask:
     id: int
     task_type: str
     task_id: str
-    payload: dict[str, Any]
     attempts: int  # this claim included
     max_attempts: int
     lease_expires_at: datetime
@@ -88,105 +120,55 @@ class FailOutcome(StrEnum):
 
 
 class TaskQueueService:
-    """Enqueue, claim, extend, complete, fail and reclaim tasks."""
+    """Enqueue, claim, extend, complete, fail, release and reclaim tasks."""
 
     def __init__(
         self,
-        db: Session | DatabaseService | SessionFactory | Engine,
         *,
         clock: Clock = utc_now,
         lease: timedelta = DEFAULT_LEASE,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         retry: RetryPolicy | None = None,
     ) -> None:
-        self._sessions = as_session_factory(db)
         self._clock = clock
         self.lease = lease
         self.max_attempts = max_attempts
         self.retry = retry or RetryPolicy()
 
     def enqueue(
-        self,
-        task_type: str,
-        task_id: str,
-        payload: dict[str, Any] | None = None,
-        *,
-        session: Session | None = None,
-        available_at: datetime | None = None,
-        max_attempts: int | None = None,
-    ) -> bool:
-        """Queue a task unless (task_type, task_id) is already queued; True if queued now."""
-        now = self._clock()
-        with transaction_scope(self._sessions, session) as tx:
-            statement = (
-                insert_ignoring_conflicts(tx, QueuedTask)
-                .values(
-                    task_type=task_type,
-                    task_id=task_id,
-                    payload=payload or {},
-                    state=TaskState.QUEUED,
-                    attempts=0,
-                    max_attempts=max_attempts or self.max_attempts,
-                    available_at=available_at or now,
-                    created_at=now,
-                )
-                .returning(QueuedTask.id)
-            )
-            queued = tx.execute(statement).scalar_one_or_none() is not None
-            if queued:
-                self._notify(tx, task_type)
-        return queued
-
-    def enqueue_select(
-        self,
-        session: Session,
-        task_type: str,
-        task_ids: Select[Any],
-        payload: dict[str, Any] | None = None,
-        *,
-        available_at: datetime | None = None,
+        self, *, session: Session, task_type: str, tasks: Sequence[tuple[str, datetime | None]]
     ) -> int:
-        """Queue one task per id `task_ids` yields, in one INSERT … SELECT, inside the
-        caller's transaction. Ids already queued are skipped. Returns how many were queued."""
+        """Queue each (task_id, available_at) of `tasks` (available_at None: now) unless
+        that task_id is already queued. Returns how many were queued now."""
+        if not tasks:
+            return 0
         now = self._clock()
-        ids = task_ids.subquery()
-        rows = select(
-            literal(task_type),
-            ids.c[0],
-            literal(payload or {}, QueuedTask.__table__.c.payload.type),
-            literal(TaskState.QUEUED.value),
-            literal(0),
-            literal(self.max_attempts),
-            literal(available_at or now, QueuedTask.__table__.c.available_at.type),
-            literal(now, QueuedTask.__table__.c.created_at.type),
-        ).where(ids.c[0].is_not(None))
-        columns = [
-            "task_type",
-            "task_id",
-            "payload",
-            "state",
-            "attempts",
-            "max_attempts",
-            "available_at",
-            "created_at",
-        ]
-        statement = insert_ignoring_conflicts(session, QueuedTask).from_select(columns, rows)
-        queued = execute_counting(session, statement)
+        ids = [task_id for task_id, _ in tasks]
+        available = [at or now for _, at in tasks]
+        common = {"task_type": task_type, "max_attempts": self.max_attempts, "now": now}
+        if session.get_bind().dialect.name == "postgresql":
+            parameters = common | {"task_ids": ids, "available_at": available}
+            queued = execute_counting(session, _ENQUEUE_POSTGRES, parameters)
+        else:
+            queued = sum(
+                execute_counting(session, _ENQUEUE_ONE, common | {"task_id": i, "available_at": at})
+                for i, at in zip(ids, available, strict=True)
+            )
         if queued:
             self._notify(session, task_type)
         return queued
 
     def claim(
         self,
+        *,
+        session: Session,
         task_types: Iterable[str],
         worker_id: str,
-        *,
         limit: int = 1,
         lease: timedelta | None = None,
     ) -> list[ClaimedTask]:
         """Lease up to `limit` due tasks of `task_types` to `worker_id`, oldest first."""
         now = self._clock()
-        expires = now + (lease or self.lease)
         due = (
             select(QueuedTask.id)
             .where(
@@ -206,54 +188,46 @@ class TaskQueueService:
                 state=TaskState.CLAIMED,
                 claimed_by=worker_id,
                 claim_token=uuid.uuid4().hex,
-                lease_expires_at=expires,
+                lease_expires_at=now + (lease or self.lease),
                 attempts=QueuedTask.attempts + 1,
             )
             .returning(
                 QueuedTask.id,
                 QueuedTask.task_type,
                 QueuedTask.task_id,
-                QueuedTask.payload,
                 QueuedTask.attempts,
                 QueuedTask.max_attempts,
                 QueuedTask.lease_expires_at,
                 QueuedTask.claim_token,
             )
         )
-        with self._sessions.begin() as session:
-            rows = session.execute(statement).all()
-        return sorted((ClaimedTask(*row) for row in rows), key=lambda task: task.id)
+        claimed = [ClaimedTask(*row) for row in session.execute(statement)]  # type: ignore[arg-type]
+        return sorted(claimed, key=lambda task: task.id)
 
     def extend_lease(
-        self,
-        task: ClaimedTask,
-        worker_id: str,
-        lease: timedelta | None = None,
-        *,
-        session: Session | None = None,
+        self, *, session: Session, task: ClaimedTask, worker_id: str, lease: timedelta | None = None
     ) -> bool:
         """Push the lease of a task this worker still holds; False if it lost it."""
         expires = self._clock() + (lease or self.lease)
-        return self._update_held(task, worker_id, session, lease_expires_at=expires)
+        return self._update_held(session, task, worker_id, lease_expires_at=expires)
 
-    def complete(
-        self, task: ClaimedTask, worker_id: str, *, session: Session | None = None
-    ) -> bool:
+    def complete(self, *, session: Session, task: ClaimedTask, worker_id: str) -> bool:
         """Mark a held task done; False if the lease was lost (the task is not ours)."""
         return self._update_held(
+            session,
             task,
             worker_id,
-            session,
             state=TaskState.DONE,
             finished_at=self._clock(),
             lease_expires_at=None,
         )
 
     def fail(
-        self, task: ClaimedTask, worker_id: str, error: str, *, session: Session | None = None
+        self, *, session: Session, task: ClaimedTask, worker_id: str, error: str
     ) -> FailOutcome:
         """Record a failed attempt: queue it again after the backoff, or let it die."""
         now = self._clock()
+        values: dict[str, Any]
         if task.attempts >= task.max_attempts:
             outcome, values = FailOutcome.DEAD, {"state": TaskState.DEAD, "finished_at": now}
         else:
@@ -263,9 +237,9 @@ class TaskQueueService:
                 {"state": TaskState.QUEUED, "available_at": retry_at},
             )
         held = self._update_held(
+            session,
             task,
             worker_id,
-            session,
             last_error=error,
             claimed_by=None,
             claim_token=None,
@@ -274,13 +248,13 @@ class TaskQueueService:
         )
         return outcome if held else FailOutcome.NOT_HELD
 
-    def release(self, task: ClaimedTask, worker_id: str, *, session: Session | None = None) -> bool:
+    def release(self, *, session: Session, task: ClaimedTask, worker_id: str) -> bool:
         """Give a held task back unfinished, claimable at once (its worker is stopping);
         the attempt is not counted against it."""
         return self._update_held(
+            session,
             task,
             worker_id,
-            session,
             state=TaskState.QUEUED,
             available_at=self._clock(),
             attempts=QueuedTask.attempts - 1,
@@ -289,15 +263,14 @@ class TaskQueueService:
             lease_expires_at=None,
         )
 
-    def next_available_at(self, task_types: Iterable[str]) -> datetime | None:
+    def next_available_at(self, *, session: Session, task_types: Iterable[str]) -> datetime | None:
         """When the earliest queued task of these types becomes claimable."""
         statement = select(func.min(QueuedTask.available_at)).where(
             QueuedTask.state == TaskState.QUEUED, QueuedTask.task_type.in_(list(task_types))
         )
-        with read_session(self._sessions) as session:
-            return session.scalar(statement)
+        return session.scalar(statement)
 
-    def reclaim_expired(self) -> int:
+    def reclaim_expired(self, *, session: Session) -> int:
         """Requeue tasks whose lease ran out (their worker died); a task that has used
         all its attempts goes dead instead. Returns how many tasks changed."""
         now = self._clock()
@@ -315,15 +288,18 @@ class TaskQueueService:
                 lease_expires_at=None,
             )
         )
-        with self._sessions.begin() as session:
-            reclaimed = execute_counting(session, statement)
+        reclaimed = execute_counting(session, statement)
         if reclaimed:
-            logger.warning("reclaimed %d task(s) whose lease expired", reclaimed)
+            logger.warning(
+                "reclaimed %d task(s) whose lease expired",
+                reclaimed,
+                extra={"action": "tasks_reclaimed", "count": reclaimed},
+            )
         return reclaimed
 
-    def abandon(self, session: Session, task_type: str, task_ids: list[str], reason: str) -> int:
-        """Give up on unfinished tasks (their work was cancelled or timed out elsewhere),
-        inside the caller's transaction. A worker still holding one is fenced out."""
+    def abandon(self, *, session: Session, task_type: str, task_ids: list[str], reason: str) -> int:
+        """Give up on unfinished tasks (their work was cancelled or timed out elsewhere).
+        A worker still holding one is fenced out."""
         if not task_ids:
             return 0
         statement = (
@@ -344,7 +320,18 @@ class TaskQueueService:
         )
         return execute_counting(session, statement)
 
-    def depth(self, session: Session | None = None) -> dict[tuple[str, TaskState], int]:
+    @staticmethod
+    def dead_task(task_type: str, task_id: ColumnElement[str]) -> Select[str | None]:
+        """SQL: the last error of the task `task_id` (a column of the caller's query) of
+        `task_type`, if that task is dead; no row otherwise."""
+        return select(QueuedTask.last_error).where(
+            QueuedTask.task_type == task_type,
+            QueuedTask.task_id == task_id,
+            QueuedTask.state == TaskState.DEAD,
+        )
+
+    @staticmethod
+    def depth(*, session: Session) -> dict[tuple[str, TaskState], int]:
         """Unfinished tasks by (task_type, state), for metrics. Done and dead tasks are
         history and are not counted: the partial indexes keep this cheap however much
         history there is."""
@@ -353,14 +340,10 @@ class TaskQueueService:
             .where(QueuedTask.state.in_([TaskState.QUEUED, TaskState.CLAIMED]))
             .group_by(QueuedTask.task_type, QueuedTask.state)
         )
-        with contextlib.ExitStack() as stack:
-            reader = session or stack.enter_context(read_session(self._sessions))
-            return {
-                (task_type, state): count for task_type, state, count in reader.execute(statement)
-            }
+        return {(task_type, state): count for task_type, state, count in session.execute(statement)}
 
     def _update_held(
-        self, task: ClaimedTask, worker_id: str, session: Session | None, **values: Any
+        self, session: Session, task: ClaimedTask, worker_id: str, **values: Any
     ) -> bool:
         statement = (
             update(QueuedTask)
@@ -372,8 +355,7 @@ class TaskQueueService:
             )
             .values(**values)
         )
-        with transaction_scope(self._sessions, session) as tx:
-            held = execute_counting(tx, statement) == 1
+        held = execute_counting(session, statement) == 1
         if not held:
             logger.warning(
                 "task %s (%s %s) is no longer held by %s",
@@ -381,6 +363,7 @@ class TaskQueueService:
                 task.task_type,
                 task.task_id,
                 worker_id,
+                extra={"action": "task_not_held", "task_id": task.task_id, "worker": worker_id},
             )
         return held
 

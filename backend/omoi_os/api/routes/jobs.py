@@ -1,21 +1,16 @@
 """Consolidation jobs: the manual trigger, and reading jobs."""
 
-from __future__ import annotations
-
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from omoi_os.api.auth import Principal
-from omoi_os.api.deps import AppServices
-from omoi_os.api.errors import error_responses
+from omoi_os.api.deps import Principal, Runtime
+from omoi_os.api.errors import ConsolidationRoute, error_responses
 from omoi_os.api.schemas import JobCreate, JobOut, JobPage
 from omoi_os.models import JobStatus, TriggerType
-from omoi_os.services.consolidation import jobs
-from omoi_os.services.database import read_session
 
-router = APIRouter(tags=["consolidation jobs"])
+router = APIRouter(tags=["consolidation jobs"], route_class=ConsolidationRoute)
 
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A consolidation job's id")]
 MAX_PAGE = 200
@@ -28,25 +23,21 @@ MAX_PAGE = 200
     responses=error_responses(400, 404, 409),
 )
 def trigger_consolidation(
-    project_id: uuid.UUID,
-    principal: Principal,
-    services: AppServices,
-    body: JobCreate | None = None,
+    project_id: uuid.UUID, principal: Principal, runtime: Runtime, body: JobCreate | None = None
 ) -> JobOut:
     """Trigger a consolidation now (ignores the cooldown). 409 if the project is
     inactive or already has a pending or running job (`active_job_id` names it)."""
     scope = body.scope if body is not None else None
-    job_id = services.triggers.trigger_consolidation_sync(
+    job_id = runtime.triggers.trigger_consolidation_sync(
         project_id, TriggerType.MANUAL, scope, triggered_by=principal
     )
-    return read_job(job_id, services)
+    return JobOut.model_validate(runtime.jobs.get(job_id))
 
 
 @router.get("/consolidation-jobs/{job_id}", response_model=JobOut, responses=error_responses(404))
-def read_job(job_id: JobId, services: AppServices) -> JobOut:
+def read_job(job_id: JobId, runtime: Runtime) -> JobOut:
     """Read one consolidation job."""
-    with read_session(services.db.session_factory) as session:
-        return JobOut.model_validate(jobs.get_job(session, job_id))
+    return JobOut.model_validate(runtime.jobs.get(job_id))
 
 
 @router.get(
@@ -56,21 +47,18 @@ def read_job(job_id: JobId, services: AppServices) -> JobOut:
 )
 def list_project_jobs(
     project_id: uuid.UUID,
-    services: AppServices,
+    runtime: Runtime,
     status_filter: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> JobPage:
     """A project's consolidation jobs, newest first."""
-    services.projects.get(project_id)  # 404 for an unknown project, not an empty page
-    with read_session(services.db.session_factory) as session:
-        page = jobs.list_jobs(
-            session, project_id, status=status_filter, limit=limit + 1, offset=offset
-        )
-    items = [JobOut.model_validate(job) for job in page[:limit]]
+    page = runtime.jobs.list(
+        project_id=project_id, status=status_filter, limit=limit, offset=offset
+    )
     return JobPage(
-        items=items,
-        limit=limit,
-        offset=offset,
-        next_offset=offset + limit if len(page) > limit else None,
+        items=[JobOut.model_validate(job) for job in page.items],
+        limit=page.limit,
+        offset=page.offset,
+        next_offset=page.next_offset,
     )

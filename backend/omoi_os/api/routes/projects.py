@@ -1,13 +1,11 @@
 """Projects and their memories."""
 
-from __future__ import annotations
-
 import uuid
 
 from fastapi import APIRouter, status
 
-from omoi_os.api.deps import AppServices
-from omoi_os.api.errors import error_responses
+from omoi_os.api.deps import Runtime
+from omoi_os.api.errors import ConsolidationRoute, error_responses
 from omoi_os.api.schemas import (
     MemoryCreate,
     MemoryCreated,
@@ -18,7 +16,7 @@ from omoi_os.api.schemas import (
 )
 from omoi_os.services.memory import NewMemory
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = APIRouter(prefix="/projects", tags=["projects"], route_class=ConsolidationRoute)
 
 
 @router.post(
@@ -27,22 +25,22 @@ router = APIRouter(prefix="/projects", tags=["projects"])
     response_model=ProjectOut,
     responses=error_responses(400),
 )
-def create_project(body: ProjectCreate, services: AppServices) -> ProjectOut:
+def create_project(body: ProjectCreate, runtime: Runtime) -> ProjectOut:
     """Create a project."""
-    project = services.projects.create(body.name, is_active=body.is_active)
+    project = runtime.projects.create(body.name, is_active=body.is_active)
     return ProjectOut.model_validate(project)
 
 
 @router.get("/{project_id}", response_model=ProjectOut, responses=error_responses(404))
-def get_project(project_id: uuid.UUID, services: AppServices) -> ProjectOut:
+def get_project(project_id: uuid.UUID, runtime: Runtime) -> ProjectOut:
     """Read a project."""
-    return ProjectOut.model_validate(services.projects.get(project_id))
+    return ProjectOut.model_validate(runtime.projects.get(project_id))
 
 
 @router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(400, 404))
-def update_project(project_id: uuid.UUID, body: ProjectUpdate, services: AppServices) -> ProjectOut:
+def update_project(project_id: uuid.UUID, body: ProjectUpdate, runtime: Runtime) -> ProjectOut:
     """Rename a project, or (de)activate it. Inactive projects are not consolidated."""
-    project = services.projects.update(project_id, name=body.name, is_active=body.is_active)
+    project = runtime.projects.update(project_id, name=body.name, is_active=body.is_active)
     return ProjectOut.model_validate(project)
 
 
@@ -52,9 +50,7 @@ def update_project(project_id: uuid.UUID, body: ProjectUpdate, services: AppServ
     response_model=MemoryCreated,
     responses=error_responses(400, 404),
 )
-def create_memory(
-    project_id: uuid.UUID, body: MemoryCreate, services: AppServices
-) -> MemoryCreated:
+def create_memory(project_id: uuid.UUID, body: MemoryCreate, runtime: Runtime) -> MemoryCreated:
     """Store a memory. It commits first; then the threshold check runs, and the answer
     says whether it started a consolidation job. A failing check never loses the memory."""
     new = NewMemory(
@@ -64,7 +60,7 @@ def create_memory(
         reused_count=body.reused_count,
         learned_at=body.learned_at,
     )
-    stored = services.memories.create_memory_sync(project_id, new)
+    stored = runtime.memories.create_memory(project_id, new)
     return MemoryCreated(
         memory=MemoryOut.model_validate(stored.memory),
         consolidation_job_id=stored.triggered_job_id,

@@ -1,6 +1,4 @@
-"""Schedule (under /api/v1), health and metrics (at the root, for probes and scrapers)."""
-
-from __future__ import annotations
+"""The schedule (with the API), and health and metrics (for probes and scrapers)."""
 
 import logging
 from typing import Any
@@ -9,18 +7,19 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from omoi_os.api.deps import AppServices
+from omoi_os.api.deps import Runtime
+from omoi_os.api.errors import ConsolidationRoute
 from omoi_os.api.schemas import HealthOut, ScheduleOut
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], route_class=ConsolidationRoute)
 
 
 @router.get("/consolidation/schedule", response_model=ScheduleOut)
-def read_schedule(services: AppServices) -> ScheduleOut:
+def read_schedule(runtime: Runtime) -> ScheduleOut:
     """The consolidation schedule, its next run, and the trigger settings."""
-    settings, triggers = services.settings, services.triggers
+    settings, triggers = runtime.settings, runtime.triggers
     next_run = triggers.next_run_time()
     return ScheduleOut(
         cron=settings.consolidation_schedule,
@@ -36,21 +35,28 @@ def read_schedule(services: AppServices) -> ScheduleOut:
     )
 
 
+ops_router = APIRouter(tags=["system"])
+
 HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Database reachable and scheduler running", "model": HealthOut},
     503: {"description": "Database unreachable or scheduler stopped", "model": HealthOut},
 }
 
 
-def health(services: AppServices) -> JSONResponse:
+@ops_router.get("/healthz", response_model=None, responses=HEALTH_RESPONSES)
+def health(runtime: Runtime) -> JSONResponse:
     """200 when the database answers and the scheduler runs; 503 otherwise."""
     try:
-        services.db.ping()
+        runtime.db.ping()
         database = "ok"
     except Exception as exc:  # any failure to answer is "unavailable" here
-        logger.warning("health check: database unavailable: %s", exc.__class__.__name__)
+        logger.warning(
+            "health check: database unavailable: %s",
+            exc.__class__.__name__,
+            extra={"action": "health_database_unavailable"},
+        )
         database = "unavailable"
-    scheduler = "running" if services.triggers.running else "stopped"
+    scheduler = "running" if runtime.triggers.running else "stopped"
     healthy = database == "ok" and scheduler == "running"
     body = HealthOut(
         status="ok" if healthy else "unavailable", database=database, scheduler=scheduler
@@ -58,6 +64,7 @@ def health(services: AppServices) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
 
 
-def metrics(services: AppServices) -> Response:
+@ops_router.get("/metrics", response_class=Response)
+def metrics(runtime: Runtime) -> Response:
     """Prometheus metrics (text exposition format)."""
-    return Response(generate_latest(services.metrics_registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from omoi_os.services.consolidation.schedule import CronSchedule
+from omoi_os.schedule import CronSchedule
 
 # A scheduler callback may run a moment before the clock it reads says the tick
 # has come; ticks are at least a minute apart, so a second of slack is unambiguous.
 TICK_TOLERANCE = timedelta(seconds=1)
+# A tick's own timer may call a little late; within this a tick is on time, whatever
+# the misfire grace (which is about ticks missed while nothing ran).
+ON_TIME = timedelta(seconds=10)
 
 
 class TriggerOutcome(StrEnum):
@@ -68,18 +71,18 @@ def due_tick(schedule: CronSchedule, now: datetime) -> datetime | None:
 
 
 class CatchUp(StrEnum):
-    RUN = "run"  # the latest tick was missed and is young enough: run it once now
-    TOO_OLD = "too_old"  # missed, but older than the grace: skip it (and say so)
+    RUN = "run"  # the latest tick has not run and is recent enough: run it once now
+    TOO_OLD = "too_old"  # missed, and older than the grace: skip it (and say so)
     NOT_NEEDED = "not_needed"  # no tick yet, or the latest one was recorded
 
 
 def decide_catch_up(
     latest_tick: datetime | None, recorded: bool, now: datetime, grace: timedelta
 ) -> CatchUp:
-    """At start-up: what to do about the latest tick, which may have passed while no
-    replica ran. Only the latest tick is considered, so missed ticks coalesce."""
+    """What to do about the latest tick, on its own time or after it may have passed
+    while no replica ran. Only the latest tick is considered, so missed ticks coalesce."""
     if latest_tick is None or recorded:
         return CatchUp.NOT_NEEDED
-    if now - latest_tick <= grace:
+    if now - latest_tick <= max(grace, ON_TIME):
         return CatchUp.RUN
     return CatchUp.TOO_OLD

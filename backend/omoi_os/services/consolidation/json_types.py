@@ -1,12 +1,13 @@
-"""Integers read from JSON as JSON Schema reads them: 3 and 3.0 are integers, "3"
-and true are not. (For booleans, pydantic's StrictBool already accepts only true
-and false.)"""
+"""Values read from JSON as JSON Schema reads them. Integers: 3 and 3.0 are integers,
+"3" and true are not. Date-times: a string (RFC 3339), never a number (pydantic's lax
+mode would read 0 as 1970-01-01). For booleans, pydantic's StrictBool already accepts
+only true and false."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import AwareDatetime, BeforeValidator
 
 
 def _number_not_text(value: Any) -> Any:
@@ -16,3 +17,12 @@ def _number_not_text(value: Any) -> Any:
 
 
 JsonInt = Annotated[int, BeforeValidator(_number_not_text)]
+
+
+def _text_only(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be a date-time string (RFC 3339, with an offset)")
+    return value
+
+
+JsonDateTime = Annotated[AwareDatetime, BeforeValidator(_text_only)]

@@ -13,17 +13,15 @@ import uuid
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Row, bindparam, false, select, text, update
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
-from omoi_os.models import MemoryTier, TaskMemory
-from omoi_os.models.base import UTCDateTime, cast_table
-from omoi_os.services.consolidation import jobs
+from omoi_os.models import MemoryTier
 from omoi_os.services.consolidation.scope import ConsolidationScope
 from omoi_os.services.consolidation.scoring import (
     TierCutoffs,
@@ -31,38 +29,11 @@ from omoi_os.services.consolidation.scoring import (
     tier_for,
     value_score,
 )
-from omoi_os.services.database import SessionFactory, read_session
+from omoi_os.services.database import DatabaseService
+from omoi_os.store import jobs as job_store
+from omoi_os.store import memories as memory_store
 
-_memories = cast_table(TaskMemory)
-_SCORING_COLUMNS = (
-    TaskMemory.id,
-    TaskMemory.memory_type,
-    TaskMemory.reused_count,
-    TaskMemory.learned_at,
-    TaskMemory.success,
-)
 _STREAM_ROWS = 10_000
-
-# PostgreSQL: one statement per batch, the batch passed as three arrays.
-_MARK_ALL_POSTGRES = text(
-    "UPDATE task_memories AS m SET consolidation_score = v.score, tier = v.tier, "
-    "is_consolidated = true, consolidated_at = :now, consolidation_job_id = :job_id "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:scores AS double precision[]), "
-    "CAST(:tiers AS varchar[])) AS v(id, score, tier) WHERE m.id = v.id"
-).bindparams(bindparam("now", type_=UTCDateTime()))
-
-# Elsewhere (SQLite, in process): one statement executed for each memory of the batch.
-_MARK = (
-    update(_memories)
-    .where(_memories.c.id == bindparam("memory_id"))
-    .values(
-        consolidation_score=bindparam("score"),
-        tier=bindparam("tier"),
-        is_consolidated=True,
-        consolidated_at=bindparam("now"),
-        consolidation_job_id=bindparam("job_id"),
-    )
-)
 
 
 class RunEnd(StrEnum):
@@ -129,13 +100,13 @@ class ConsolidationRunner:
 
     def __init__(
         self,
-        sessions: SessionFactory,
+        db: DatabaseService,
         *,
         batch_size: int = 1000,
         clock: Clock = utc_now,
         timer: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._sessions = sessions
+        self._db = db
         self._batch_size = batch_size
         self._clock = clock
         self._timer = timer  # seconds, for deadlines and durations
@@ -181,9 +152,9 @@ class ConsolidationRunner:
     def _cutoffs(self, project_id: uuid.UUID, now: datetime) -> TierCutoffs:
         """The project's top-10% and top-30% scores, over all its memories, streamed so
         that only the scores stay in memory."""
-        statement = select(*_SCORING_COLUMNS[1:]).where(TaskMemory.project_id == project_id)
+        statement = memory_store.project_scoring_rows(project_id)
         scores = array("d")
-        with read_session(self._sessions) as session:
+        with self._db.read() as session:
             rows = session.connection().execution_options(yield_per=_STREAM_ROWS).execute(statement)
             for memory_type, reused_count, learned_at, success in rows:
                 scores.append(
@@ -208,42 +179,39 @@ class ConsolidationRunner:
     ) -> int | None:
         """Score, tier and (unless dry) mark the next batch, and save the totals, in one
         transaction. Returns the batch's last memory id, or None when nothing is left."""
-        with self._sessions.begin() as session:
+        with self._db.transaction() as session:
             rows = session.connection().execute(self._next_batch(job, now, after_id)).all()
             if not rows:
                 return None
             marks = _score_batch(rows, cutoffs, now)
             if not job.scope.dry_run:
-                _write_marks(session, marks, now, job.id)
+                memory_store.mark_consolidated(
+                    session,
+                    ids=marks.ids,
+                    scores=marks.scores,
+                    tiers=marks.tiers,
+                    now=now,
+                    job_id=job.id,
+                )
             progress.add(marks.tiers)
             earlier, started = clock_base
             progress.duration_seconds = earlier + self._timer() - started
-            if not jobs.save_progress(session, job.id, progress.to_document()):
+            in_batch(session)  # the lease: the queue row before the job's (invariant 7)
+            if not job_store.save_progress(session, job.id, progress.to_document()):
                 raise JobVanished(f"job {job.id} is no longer running")
-            in_batch(session)
         return int(rows[-1].id)
 
     def _next_batch(self, job: JobToRun, now: datetime, after_id: int) -> Any:
         scope = job.scope
-        statement = (
-            select(*_SCORING_COLUMNS)
-            .where(
-                TaskMemory.project_id == job.project_id,
-                TaskMemory.id > after_id,
-                TaskMemory.consolidation_job_id.is_distinct_from(job.id),
-            )
-            .order_by(TaskMemory.id)
-            .limit(self._batch_size)
+        return memory_store.next_batch(
+            project_id=job.project_id,
+            job_id=job.id,
+            after_id=after_id,
+            size=self._batch_size,
+            unconsolidated_only=scope.unconsolidated_only,
+            memory_types=scope.memory_types,
+            learned_before=memory_store.learned_before(now, scope.min_age_days),
         )
-        if scope.unconsolidated_only:
-            statement = statement.where(TaskMemory.is_consolidated == false())
-        if scope.memory_types:
-            statement = statement.where(TaskMemory.memory_type.in_(scope.memory_types))
-        if scope.min_age_days is not None:
-            statement = statement.where(
-                TaskMemory.learned_at <= now - timedelta(days=scope.min_age_days)
-            )
-        return statement
 
 
 @dataclass
@@ -267,24 +235,3 @@ def _score_batch(rows: Sequence[Row[Any]], cutoffs: TierCutoffs, now: datetime) 
         marks.scores.append(score)
         marks.tiers.append(tier_for(age, score, cutoffs))
     return marks
-
-
-def _write_marks(session: Session, marks: _Marks, now: datetime, job_id: int) -> None:
-    """Store a batch's scores and tiers and mark its memories consolidated."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        columns = {
-            "ids": marks.ids,
-            "scores": marks.scores,
-            "tiers": [tier.value for tier in marks.tiers],
-        }
-        connection.execute(_MARK_ALL_POSTGRES, columns | {"now": now, "job_id": job_id})
-        return
-    rows = zip(marks.ids, marks.scores, marks.tiers, strict=True)
-    connection.execute(
-        _MARK,
-        [
-            {"memory_id": memory_id, "score": score, "tier": tier, "now": now, "job_id": job_id}
-            for memory_id, score, tier in rows
-        ],
-    )

@@ -24,15 +24,13 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
-from omoi_os.metrics import JOBS_FINISHED
+from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import JobStatus
-from omoi_os.services.consolidation import jobs
 from omoi_os.services.consolidation.runner import (
     ConsolidationRunner,
     JobToRun,
@@ -41,23 +39,19 @@ from omoi_os.services.consolidation.runner import (
     RunEnd,
 )
 from omoi_os.services.consolidation.scope import ConsolidationScope
-from omoi_os.services.database import (
-    DatabaseService,
-    SessionFactory,
-    as_session_factory,
-    engine_of,
-)
-from omoi_os.services.lifecycle import Wakeup
+from omoi_os.services.database import DatabaseService
 from omoi_os.services.task_queue import (
     ClaimedTask,
     FailOutcome,
     QueueListener,
     TaskQueueService,
 )
+from omoi_os.services.threads import Wakeup
+from omoi_os.store import jobs as job_store
 
 logger = logging.getLogger(__name__)
 
-TASK_TYPES = (jobs.CONSOLIDATION_TASK,)
+TASK_TYPES = (job_store.CONSOLIDATION_TASK,)
 RECLAIM_INTERVAL_S = 5.0
 DEFAULT_STOP_TIMEOUT = 30.0
 
@@ -71,27 +65,26 @@ class ConsolidationWorker:
 
     def __init__(
         self,
-        db: Session | DatabaseService | SessionFactory | Engine,
+        db: DatabaseService,
         *,
         settings: AppSettings,
-        task_queue: TaskQueueService | None = None,
+        queue: TaskQueueService | None = None,
+        metrics: ConsolidationMetrics | None = None,
         clock: Clock = utc_now,
         timer: Callable[[], float] = time.monotonic,
         worker_id: str | None = None,
-        listen: bool = True,
     ) -> None:
-        self._sessions = as_session_factory(db)
+        self._db = db
         self.settings = settings
-        lease = timedelta(seconds=settings.worker_lease_seconds)
-        self.queue = task_queue or TaskQueueService(self._sessions, clock=clock, lease=lease)
+        self._lease = timedelta(seconds=settings.worker_lease_seconds)
+        self.queue = queue or TaskQueueService(clock=clock, lease=self._lease)
+        self._metrics = metrics or ConsolidationMetrics()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._runner = ConsolidationRunner(
-            self._sessions, batch_size=settings.worker_batch_size, clock=clock, timer=timer
+            db, batch_size=settings.worker_batch_size, clock=clock, timer=timer
         )
         self._timer = timer
-        self._listen = listen  # False: poll only (to measure what NOTIFY saves)
         self._clock = clock
-        self._lease = lease
         self._stopping = threading.Event()
         self._wake = Wakeup()
         self._threads: list[threading.Thread] = []
@@ -109,10 +102,9 @@ class ConsolidationWorker:
         if self._threads:
             return
         self._stopping.clear()
-        engine = engine_of(self._sessions)
-        if self._listen and engine.dialect.name == "postgresql":
-            url = engine.url.render_as_string(hide_password=False)
-            self._listener = QueueListener(url, self._wake.notify)
+        self._wake = Wakeup()
+        self._listener = self._make_listener()
+        if self._listener is not None:
             self._listener.start()
         for slot in range(self.settings.worker_concurrency):
             thread = threading.Thread(
@@ -128,7 +120,7 @@ class ConsolidationWorker:
         """Stop taking tasks; a job in progress finishes its batch and is handed back.
         Waits at most `timeout` seconds (idempotent)."""
         self._stopping.set()
-        self._wake.notify()
+        self._wake.close()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(deadline - time.monotonic(), 0))
@@ -140,6 +132,12 @@ class ConsolidationWorker:
             logger.warning("worker threads still finishing after %.1f s: %s", timeout, still)
         self._threads = [thread for thread in self._threads if thread.is_alive()]
         logger.info("consolidation worker %s stopped", self.worker_id)
+
+    def _make_listener(self) -> QueueListener | None:
+        """On PostgreSQL, a NOTIFY listener that wakes idle threads at once."""
+        if self._db.dialect != "postgresql":
+            return None
+        return QueueListener(self._db.url, self._wake.notify)
 
     def wait_listening(self, timeout: float = 5.0) -> bool:
         """On PostgreSQL, wait until NOTIFY wake-ups are in place (True on SQLite)."""
@@ -160,13 +158,14 @@ class ConsolidationWorker:
                 logger.exception("consolidation worker loop failed; retrying shortly")
                 worked = False
             if not worked:
-                self._wake.wait(seen, self._idle_wait(), self._stopping)
+                self._wake.wait(seen, self._idle_wait())
 
     def _idle_wait(self) -> float:
         """Poll interval, or less if a queued task becomes claimable sooner (debounce)."""
         wait = self.settings.worker_poll_interval
         try:
-            next_at = self.queue.next_available_at(TASK_TYPES)
+            with self._db.read() as session:
+                next_at = self.queue.next_available_at(session=session, task_types=TASK_TYPES)
         except Exception:  # the database is down: just poll
             return wait
         if next_at is not None:
@@ -176,29 +175,64 @@ class ConsolidationWorker:
     def _reclaim_now_and_then(self) -> None:
         if time.monotonic() - self._last_reclaim >= RECLAIM_INTERVAL_S:
             self._last_reclaim = time.monotonic()
-            self.queue.reclaim_expired()
+            with self._db.transaction() as session:
+                self.queue.reclaim_expired(session=session)
 
     def run_once(self) -> bool:
         """Claim one task and run its job to an end; False if nothing was due."""
-        claimed = self.queue.claim(TASK_TYPES, self.worker_id, limit=1)
-        if not claimed:
+        claimed = self._claim_and_start()
+        if claimed is None:
             return False
-        self._run_task(claimed[0])
+        task, job = claimed
+        if job is not None:
+            self._run_task(task, job)
         return True
 
     # --- one task -------------------------------------------------------------------
 
-    def _run_task(self, task: ClaimedTask) -> None:
-        job = self._start(task)
-        if job is None:
-            return
+    def _claim_and_start(self) -> tuple[ClaimedTask, JobToRun | None] | None:
+        """Claim a task and mark its job running, in one transaction. A job that ended
+        meanwhile (cancelled, timed out …) is never run: its task is dropped."""
+        with self._db.transaction() as session:
+            claimed = self.queue.claim(
+                session=session, task_types=TASK_TYPES, worker_id=self.worker_id
+            )
+            if not claimed:
+                return None
+            task = claimed[0]
+            started = job_store.start_job(
+                session, job_store.job_id_for_task(task.task_id), now=self._clock()
+            )
+            if started is None:
+                self.queue.complete(session=session, task=task, worker_id=self.worker_id)
+                logger.info(
+                    "job %s is no longer active; its task is dropped",
+                    task.task_id,
+                    extra={"action": "task_dropped", "job_id": task.task_id},
+                )
+                return task, None
+        job = JobToRun(
+            id=started.id,
+            project_id=started.project_id,
+            scope=ConsolidationScope.model_validate(started.scope),
+            previous_result=started.result,
+        )
         logger.info(
             "job %d of project %s: running (attempt %d/%d)",
             job.id,
             job.project_id,
             task.attempts,
             task.max_attempts,
+            extra={
+                "action": "job_started",
+                "job_id": job.id,
+                "project_id": str(job.project_id),
+                "attempt": task.attempts,
+            },
         )
+        return task, job
+
+    def _run_task(self, task: ClaimedTask, job: JobToRun) -> None:
         deadline = self._timer() + self.settings.consolidation_timeout
         try:
             end, progress = self._runner.run(
@@ -217,21 +251,6 @@ class ConsolidationWorker:
             return
         self._end(task, job, end, progress)
 
-    def _start(self, task: ClaimedTask) -> JobToRun | None:
-        with self._sessions.begin() as session:
-            row = jobs.start_job(session, int(task.task_id), now=self._clock())
-            if row is None:
-                # Cancelled, timed out or finished meanwhile: never run it.
-                self.queue.complete(task, self.worker_id, session=session)
-                logger.info("job %s is no longer active; its task is dropped", task.task_id)
-                return None
-            return JobToRun(
-                id=row.id,
-                project_id=row.project_id,
-                scope=ConsolidationScope.model_validate(row.scope),
-                previous_result=row.result,
-            )
-
     def _keep_going(self) -> bool:
         """Asked between batches: False once the worker is stopping."""
         return not self._stopping.is_set()
@@ -239,7 +258,12 @@ class ConsolidationWorker:
     def _hold_lease(self, task: ClaimedTask, session: Session | None) -> None:
         """Renew the lease (inside each batch's transaction: that batch rolls back if
         another worker took the task over, so two workers never write the same job)."""
-        if not self.queue.extend_lease(task, self.worker_id, self._lease, session=session):
+        if session is None:
+            with self._db.transaction() as own:
+                held = self.queue.extend_lease(session=own, task=task, worker_id=self.worker_id)
+        else:
+            held = self.queue.extend_lease(session=session, task=task, worker_id=self.worker_id)
+        if not held:
             raise LeaseLost(f"task {task.id} was taken over by another worker")
 
     def _end(self, task: ClaimedTask, job: JobToRun, end: RunEnd, progress: Progress) -> None:
@@ -267,7 +291,7 @@ class ConsolidationWorker:
             job, status, lambda session: self._complete(task, session), result=result, error=error
         )
         if completed:
-            JOBS_FINISHED.labels(status.value).inc()
+            self._metrics.jobs_finished.labels(status.value).inc()
             logger.info(
                 "job %d of project %s: %s, %d memories (%s)",
                 job.id,
@@ -286,7 +310,7 @@ class ConsolidationWorker:
         ):
             return
         if status is JobStatus.FAILED:
-            JOBS_FINISHED.labels(status.value).inc()
+            self._metrics.jobs_finished.labels(status.value).inc()
         logger.warning(
             "job %d of project %s: attempt %d failed (%s): %s",
             job.id,
@@ -305,30 +329,30 @@ class ConsolidationWorker:
         result: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> bool:
-        """Write the job's new status and settle its queue task in one transaction, the
-        job row first (every writer takes them in that order: no deadlock). Nothing is
-        written unless the job is still running and this worker still holds its task:
-        a worker that stalled past its lease must not overwrite another's work.
+        """Settle the job's queue task and write the job's new status in one transaction,
+        the queue row first (invariant 7, docs/invariants.md: no deadlock).
+        Nothing is written unless this worker still holds the task and the job is still
+        running: a worker that stalled past its lease must not overwrite another's work.
         Returns whether it was written."""
         try:
-            with self._sessions.begin() as session:
-                if not jobs.finish_job(
+            with self._db.transaction() as session:
+                if not settle_task(session):
+                    raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
+                if not job_store.finish_job(
                     session, job.id, status=status, now=self._clock(), result=result, error=error
                 ):
                     raise JobVanished(f"job {job.id} is no longer running")
-                if not settle_task(session):
-                    raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
         except (JobVanished, LeaseLost) as exc:
             logger.warning("job %d: not settled as %s: %s", job.id, status, exc)
             return False
         return True
 
     def _complete(self, task: ClaimedTask, session: Session) -> bool:
-        return self.queue.complete(task, self.worker_id, session=session)
+        return self.queue.complete(session=session, task=task, worker_id=self.worker_id)
 
     def _release(self, task: ClaimedTask, session: Session) -> bool:
-        return self.queue.release(task, self.worker_id, session=session)
+        return self.queue.release(session=session, task=task, worker_id=self.worker_id)
 
     def _fail_task(self, task: ClaimedTask, error: str, session: Session) -> bool:
-        outcome = self.queue.fail(task, self.worker_id, error, session=session)
+        outcome = self.queue.fail(session=session, task=task, worker_id=self.worker_id, error=error)
         return outcome is not FailOutcome.NOT_HELD

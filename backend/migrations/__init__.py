@@ -1,0 +1,1 @@
+"""Alembic migrations of the consolidation schema (packaged as omoi_os.alembic)."""

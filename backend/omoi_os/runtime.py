@@ -1,0 +1,135 @@
+"""ConsolidationRuntime: everything one host application runs, built once.
+
+The one entry point a host backend uses (the standalone `omoi-os serve` is one such
+host). It builds the database handle (from settings, or from the host's own Engine
+so the host keeps one pool), one task queue shared by the triggers, the worker and
+the metrics, the triggers and their scheduler, the sweeper, the worker, and the
+services behind the HTTP routes. Building it does no I/O; `start()` (or `async with
+runtime.lifespan():` inside the host's own lifespan) checks the schema and starts the
+scheduler and, if enabled, the worker; `stop()` stops both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from omoi_os import migrations
+from omoi_os.clock import Clock, utc_now
+from omoi_os.config import AppSettings
+from omoi_os.metrics import ConsolidationMetrics
+from omoi_os.services.consolidation.job_service import JobService
+from omoi_os.services.consolidation.sweeper import Sweeper
+from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
+from omoi_os.services.consolidation.worker import ConsolidationWorker
+from omoi_os.services.database import DatabaseService
+from omoi_os.services.gauges import DatabaseGauges
+from omoi_os.services.memory import MemoryService
+from omoi_os.services.projects import ProjectService
+from omoi_os.services.task_queue import TaskQueueService
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class ConsolidationRuntime:
+    """The consolidation service of one host: its parts, and their start and stop."""
+
+    def __init__(
+        self,
+        settings: AppSettings | None = None,
+        *,
+        engine: Engine | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        """`settings` default to the `OMOI_*` environment; `engine` is the host's
+        SQLAlchemy Engine to share (its pool, its disposal), instead of one opened from
+        `settings.database_url`."""
+        self.settings = settings if settings is not None else AppSettings()
+        self.db = (
+            DatabaseService.from_engine(engine)
+            if engine is not None
+            else DatabaseService(settings=self.settings)
+        )
+        self.metrics = ConsolidationMetrics()
+        self.queue = TaskQueueService(
+            clock=clock, lease=timedelta(seconds=self.settings.worker_lease_seconds)
+        )
+        settings, metrics = self.settings, self.metrics
+        self.sweeper = Sweeper(self.db, self.queue, settings=settings, clock=clock, metrics=metrics)
+        self.triggers = ConsolidationTriggerService(
+            self.db,
+            settings=settings,
+            task_queue=self.queue,
+            metrics=metrics,
+            clock=clock,
+            periodic=[self.sweeper.sweep],
+        )
+        self.worker = ConsolidationWorker(
+            self.db, settings=settings, queue=self.queue, metrics=metrics, clock=clock
+        )
+        self.projects = ProjectService(self.db, clock=clock)
+        self.memories = MemoryService(self.db, self.triggers, clock=clock)
+        self.jobs = JobService(self.db)
+        self.metrics.watch(DatabaseGauges(self.db, self.queue))
+        self._lifecycle = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self.triggers.running
+
+    def start(self) -> None:
+        """Check the schema (SchemaNotCurrent names the command that fixes it), then
+        start the scheduler and, if `worker_enabled`, the worker. Idempotent."""
+        with self._lifecycle:
+            migrations.ensure_current(self.db.engine)
+            self.triggers.start()
+            if self.settings.worker_enabled:
+                self.worker.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Stop the worker (its job is handed back after the batch in progress), then
+        the scheduler. Idempotent; harmless if never started. A start() still under way
+        on another thread finishes first, so nothing it starts is left running."""
+        with self._lifecycle:
+            self.worker.stop(timeout)
+            self.triggers.stop(timeout)
+
+    def close(self) -> None:
+        """Stop, and close the database connections this runtime opened (a host's own
+        engine is left open)."""
+        self.stop()
+        self.db.dispose()
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[ConsolidationRuntime]:
+        """`async with runtime.lifespan():` inside a host's lifespan: started on entry,
+        stopped on exit — also when the host's start-up fails after this began, or
+        the lifespan is cancelled. Blocking work runs off the event loop."""
+        try:
+            await asyncio.to_thread(self.start)
+            yield self
+        finally:
+            await _run_to_the_end(asyncio.to_thread(self.stop))
+
+
+async def _run_to_the_end(work: Awaitable[None]) -> None:
+    """Await `work` to its end even if the awaiting task is cancelled meanwhile (then
+    re-raise the cancellation): a cancelled lifespan must still stop what it started."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    task.result()
+    if cancelled:
+        raise asyncio.CancelledError

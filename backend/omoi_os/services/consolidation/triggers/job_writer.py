@@ -1,0 +1,61 @@
+"""The one write path of every trigger: insert the jobs and queue their tasks, in the
+caller's transaction, so a job and its task commit together or not at all
+(invariant 3, docs/invariants.md).
+
+The database decides what is created: its indexes allow one active job per project
+and one scheduled job per project per tick, so a job that would break either is
+simply not inserted (and gets no task).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from omoi_os.clock import Clock
+from omoi_os.models import TriggerType
+from omoi_os.services.consolidation.scope import ConsolidationScope
+from omoi_os.services.task_queue import TaskQueueService
+from omoi_os.store import jobs as job_store
+
+
+class JobWriter:
+    """Writes jobs and their queue tasks."""
+
+    def __init__(self, queue: TaskQueueService, *, clock: Clock) -> None:
+        self._queue = queue
+        self._clock = clock
+
+    def write(
+        self,
+        session: Session,
+        project_ids: Select[Any],
+        *,
+        trigger_type: TriggerType,
+        scope: ConsolidationScope,
+        triggered_by: str,
+        scheduled_for: datetime | None = None,
+        available_at: datetime | None = None,
+    ) -> list[job_store.NewJob]:
+        """A pending job and its queue task for each project `project_ids` yields that
+        the database admits; returns the jobs created. Their tasks become claimable at
+        `available_at` (default: now)."""
+        rows = job_store.job_rows(
+            project_ids,
+            trigger_type=trigger_type,
+            scope=scope.to_document(),
+            triggered_by=triggered_by,
+            scheduled_for=scheduled_for,
+            now=self._clock(),
+        )
+        created = job_store.insert_jobs(session, rows)
+        tasks = [(job_store.task_id_for_job(job.id), available_at) for job in created]
+        queued = self._queue.enqueue(
+            session=session, task_type=job_store.CONSOLIDATION_TASK, tasks=tasks
+        )
+        if queued != len(created):  # a job without its task would never run: roll back
+            raise RuntimeError(f"{len(created)} jobs written but {queued} tasks queued")
+        return created

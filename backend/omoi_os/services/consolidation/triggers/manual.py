@@ -1,0 +1,142 @@
+"""The manual trigger: a job now, for one project, with an optional scope.
+
+It ignores the cooldown (an operator asked), but never the one-active-job rule: a
+project with a pending or running job answers ConsolidationAlreadyActive, naming that
+job. Whatever is refused writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import literal, select
+from sqlalchemy.orm import Session
+
+from omoi_os.errors import (
+    ConsolidationAlreadyActive,
+    ConsolidationError,
+    ProjectInactive,
+    ProjectNotFound,
+)
+from omoi_os.metrics import ConsolidationMetrics
+from omoi_os.models import TriggerType
+from omoi_os.services.consolidation.decisions import TriggerOutcome
+from omoi_os.services.consolidation.scope import ConsolidationScope, parse_scope
+from omoi_os.services.consolidation.triggers.job_writer import JobWriter
+from omoi_os.services.database import DatabaseService
+from omoi_os.store import jobs as job_store
+from omoi_os.store import projects as project_store
+
+logger = logging.getLogger(__name__)
+
+SYSTEM_PRINCIPAL = "system"
+# An insert that conflicts means an active job exists; should that job finish before
+# its id is read, the insert is simply tried again.
+_CONFLICT_ATTEMPTS = 3
+
+
+class ManualTrigger:
+    """Creates a job on request."""
+
+    def __init__(
+        self, db: DatabaseService, writer: JobWriter, *, metrics: ConsolidationMetrics
+    ) -> None:
+        self._db = db
+        self._writer = writer
+        self._metrics = metrics
+
+    def trigger(
+        self,
+        project_id: uuid.UUID | str,
+        *,
+        scope: ConsolidationScope | dict[str, Any] | None = None,
+        triggered_by: str | None = None,
+        trigger_type: TriggerType = TriggerType.MANUAL,
+    ) -> int:
+        """Create and queue a job now; returns its id. Raises ValidationError (bad scope),
+        ProjectNotFound, ProjectInactive or ConsolidationAlreadyActive; nothing is
+        written then."""
+        principal = triggered_by or SYSTEM_PRINCIPAL
+        try:
+            job_id = self._create(
+                project_store.parse_project_id(project_id),
+                parse_scope(scope),
+                principal,
+                trigger_type,
+            )
+        except (ValidationError, ConsolidationError) as exc:
+            self._refused(project_id, trigger_type, exc)
+            raise
+        self._metrics.count_trigger(trigger_type, TriggerOutcome.CREATED)
+        logger.info(
+            "%s trigger for project %s: created job %d (by %s)",
+            trigger_type,
+            project_id,
+            job_id,
+            principal,
+            extra={
+                "action": "job_created",
+                "trigger_type": trigger_type.value,
+                "project_id": str(project_id),
+                "job_id": job_id,
+                "triggered_by": principal,
+            },
+        )
+        return job_id
+
+    def _create(
+        self,
+        project_id: uuid.UUID,
+        scope: ConsolidationScope,
+        principal: str,
+        trigger_type: TriggerType,
+    ) -> int:
+        with self._db.transaction() as session:
+            _require_active(session, project_id)
+            for _ in range(_CONFLICT_ATTEMPTS):
+                created = self._writer.write(
+                    session,
+                    select(literal(project_id)),
+                    trigger_type=trigger_type,
+                    scope=scope,
+                    triggered_by=principal,
+                )
+                if created:
+                    return created[0].id
+                active_job_id = job_store.active_job_id(session, project_id)
+                if active_job_id is not None:
+                    raise ConsolidationAlreadyActive(project_id, active_job_id)
+        raise RuntimeError(f"project {project_id}: could neither create nor find its active job")
+
+    def _refused(
+        self, project_id: uuid.UUID | str, trigger_type: TriggerType, exc: Exception
+    ) -> None:
+        outcome = (
+            TriggerOutcome.SKIPPED_ACTIVE
+            if isinstance(exc, ConsolidationAlreadyActive)
+            else TriggerOutcome.REJECTED
+        )
+        self._metrics.count_trigger(trigger_type, outcome)
+        logger.info(
+            "%s trigger for project %s: %s (%s)",
+            trigger_type,
+            project_id,
+            outcome,
+            exc,
+            extra={
+                "action": "trigger_refused",
+                "outcome": outcome.value,
+                "project_id": str(project_id),
+            },
+        )
+
+
+def _require_active(session: Session, project_id: uuid.UUID) -> None:
+    is_active = project_store.project_is_active(session, project_id)
+    if is_active is None:
+        raise ProjectNotFound(project_id)
+    if not is_active:
+        raise ProjectInactive(project_id)

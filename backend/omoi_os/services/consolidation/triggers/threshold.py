@@ -1,0 +1,125 @@
+"""The threshold trigger: after a memory write commits, start a job when the project's
+unconsolidated memories reached the threshold, no job is active and the cooldown is
+over.
+
+One query gathers what the decision needs, counting the backlog no further than the
+threshold, so its cost does not grow with the backlog; the decision itself is a pure
+function (decisions.decide_threshold).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Integer, Select, Uuid, bindparam, literal, select
+
+from omoi_os.clock import Clock
+from omoi_os.config import AppSettings
+from omoi_os.errors import ProjectNotFound
+from omoi_os.metrics import ConsolidationMetrics
+from omoi_os.models import TriggerType
+from omoi_os.services.consolidation.decisions import (
+    ThresholdProbe,
+    TriggerOutcome,
+    decide_threshold,
+)
+from omoi_os.services.consolidation.scope import DEFAULT_SCOPE
+from omoi_os.services.consolidation.triggers.job_writer import JobWriter
+from omoi_os.services.database import DatabaseService
+from omoi_os.store import jobs as job_store
+from omoi_os.store import memories as memory_store
+from omoi_os.store import projects as project_store
+
+logger = logging.getLogger(__name__)
+
+THRESHOLD_PRINCIPAL = "threshold"
+
+
+def _probe_statement() -> Select[Any]:
+    project_id = bindparam("project_id", type_=Uuid)
+    return project_store.project_status_with(
+        project_id,
+        job_store.active_job_id_sql(project_id),
+        job_store.last_finished_at_sql(project_id),
+        memory_store.unconsolidated_count_upto(project_id, bindparam("threshold", type_=Integer)),
+    )
+
+
+# Built once: this runs after every memory write, and building it is most of its cost.
+PROBE = _probe_statement()
+
+
+class ThresholdTrigger:
+    """Checks a project's backlog after a memory write and starts a job when due."""
+
+    def __init__(
+        self,
+        db: DatabaseService,
+        writer: JobWriter,
+        *,
+        settings: AppSettings,
+        clock: Clock,
+        metrics: ConsolidationMetrics,
+    ) -> None:
+        self._db = db
+        self._writer = writer
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+
+    def check(self, project_id: uuid.UUID | str) -> int | None:
+        """Returns the id of the job this check created, or None. Raises ProjectNotFound."""
+        project = project_store.parse_project_id(project_id)
+        started = time.perf_counter()
+        job_id, outcome = self._check(project)
+        self._metrics.threshold_check_seconds.observe(time.perf_counter() - started)
+        self._metrics.count_trigger(TriggerType.THRESHOLD, outcome)
+        fields = {
+            "action": "threshold_checked",
+            "outcome": outcome.value,
+            "project_id": str(project),
+        }
+        if job_id is not None:
+            logger.info(
+                "threshold trigger for project %s: created job %d",
+                project,
+                job_id,
+                extra=fields
+                | {"action": "job_created", "job_id": job_id, "trigger_type": "threshold"},
+            )
+        else:
+            logger.debug("threshold trigger for project %s: %s", project, outcome, extra=fields)
+        return job_id
+
+    def _check(self, project: uuid.UUID) -> tuple[int | None, TriggerOutcome]:
+        threshold = self._settings.consolidation_threshold
+        now = self._clock()
+        with self._db.transaction() as session:
+            params = {"project_id": project, "threshold": threshold}
+            row = session.connection().execute(PROBE, params).one_or_none()
+            if row is None:
+                raise ProjectNotFound(project)
+            outcome = decide_threshold(
+                ThresholdProbe(*row),
+                threshold=threshold,
+                cooldown=timedelta(seconds=self._settings.consolidation_cooldown),
+                now=now,
+            )
+            if outcome is not TriggerOutcome.CREATED:
+                return None, outcome
+            debounce = timedelta(seconds=self._settings.consolidation_debounce)
+            created = self._writer.write(
+                session,
+                select(literal(project)),
+                trigger_type=TriggerType.THRESHOLD,
+                scope=DEFAULT_SCOPE,
+                triggered_by=THRESHOLD_PRINCIPAL,
+                available_at=now + debounce,
+            )
+        if not created:  # a concurrent write crossed the threshold first and its job won
+            return None, TriggerOutcome.SKIPPED_ACTIVE
+        return created[0].id, TriggerOutcome.CREATED

@@ -1,0 +1,183 @@
+"""The scheduled trigger: one run of a cron tick writes a job for every active project
+that needs one, set-based, in one transaction, together with the tick's record.
+
+The record is keyed by the tick's instant, so a tick runs once however many replicas
+fire it, and each job carries the instant too, unique per project (invariant 2,
+docs/invariants.md). `run_due` is the
+one catch-up policy, whoever calls it (the tick's own timer, start-up, the periodic
+check): run the latest tick if no run of it committed and it is recent enough.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy.exc import OperationalError
+
+from omoi_os.clock import Clock
+from omoi_os.config import AppSettings
+from omoi_os.metrics import ConsolidationMetrics
+from omoi_os.models import TriggerType
+from omoi_os.services.consolidation.decisions import (
+    CatchUp,
+    TriggerOutcome,
+    decide_catch_up,
+    due_tick,
+)
+from omoi_os.services.consolidation.scope import DEFAULT_SCOPE
+from omoi_os.services.consolidation.triggers.job_writer import JobWriter
+from omoi_os.services.database import DatabaseService, raw_connection
+from omoi_os.services.threads import InFlight
+from omoi_os.store import jobs as job_store
+from omoi_os.store import projects as project_store
+
+logger = logging.getLogger(__name__)
+
+SCHEDULER_PRINCIPAL = "scheduler"
+# PostgreSQL SQLSTATEs worth one more try: deadlock, serialization failure. Both mean
+# the transaction was rolled back whole.
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}
+_TICK_ATTEMPTS = 3
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one run of a scheduled tick did."""
+
+    tick: datetime
+    created: int  # jobs this run created (and queued)
+    skipped_active: int  # active projects passed over because a job was running
+    already_recorded: bool  # another run (here or on a replica) had done this tick
+    seconds: float
+
+
+class TickTrigger:
+    """Runs the schedule's ticks."""
+
+    def __init__(
+        self,
+        db: DatabaseService,
+        writer: JobWriter,
+        *,
+        settings: AppSettings,
+        clock: Clock,
+        metrics: ConsolidationMetrics,
+        in_flight: InFlight,
+    ) -> None:
+        self._db = db
+        self._writer = writer
+        self._settings = settings
+        self.schedule = settings.schedule
+        self._clock = clock
+        self._metrics = metrics
+        self._in_flight = in_flight  # lets a stopping scheduler cancel a stuck fan-out
+        self._reported_too_old: datetime | None = None
+
+    def run_due(self) -> CatchUp:
+        """Run the latest tick at or before now if no run of it committed and it is no
+        older than the misfire grace; a tick missed for longer is skipped and logged
+        (once). Several missed ticks coalesce into the latest."""
+        now = self._clock()
+        latest = due_tick(self.schedule, now)
+        with self._db.read() as session:
+            recorded = latest is not None and job_store.tick_recorded(session, latest)
+        grace = timedelta(seconds=self._settings.consolidation_misfire_grace)
+        decision = decide_catch_up(latest, recorded, now, grace)
+        if decision is CatchUp.RUN and latest is not None:
+            self.run_tick(latest)
+        elif decision is CatchUp.TOO_OLD and latest != self._reported_too_old:
+            self._reported_too_old = latest
+            logger.info(
+                "missed tick %s is older than consolidation_misfire_grace (%s); skipped",
+                latest.isoformat() if latest else None,
+                grace,
+                extra={"action": "tick_too_old", "tick": latest.isoformat() if latest else None},
+            )
+        return decision
+
+    def run_tick(self, tick: datetime) -> TickResult:
+        """Write a job and its queue task for `tick` for every active project without an
+        active job, in one transaction. Running a tick again, here or on another
+        replica, creates nothing more."""
+        tick = tick.astimezone(UTC)
+        started = time.perf_counter()
+        result = _retrying(lambda: self._fan_out(tick, started))
+        self._metrics.tick_fanout_seconds.observe(result.seconds)
+        self._metrics.count_trigger(TriggerType.SCHEDULED, TriggerOutcome.CREATED, result.created)
+        self._metrics.count_trigger(
+            TriggerType.SCHEDULED, TriggerOutcome.SKIPPED_ACTIVE, result.skipped_active
+        )
+        if result.already_recorded:
+            self._metrics.count_trigger(TriggerType.SCHEDULED, TriggerOutcome.SKIPPED_RECORDED)
+        self._log(result)
+        return result
+
+    def _fan_out(self, tick: datetime, started: float) -> TickResult:
+        now = self._clock()
+        with (
+            self._db.transaction() as session,
+            self._in_flight.interruptible(raw_connection(session)),
+        ):
+            if not job_store.record_tick(session, tick, now=now):
+                return TickResult(tick, 0, 0, True, time.perf_counter() - started)
+            candidates = project_store.active_project_ids()
+            candidates = candidates.where(~job_store.has_active_job(candidates.selected_columns[0]))
+            created = self._writer.write(
+                session,
+                candidates,
+                trigger_type=TriggerType.SCHEDULED,
+                scope=DEFAULT_SCOPE,
+                triggered_by=SCHEDULER_PRINCIPAL,
+                scheduled_for=tick,
+            )
+            job_store.set_tick_jobs_created(session, tick, len(created))
+            active_projects = project_store.count_active_projects(session)
+        skipped = max(active_projects - len(created), 0)
+        return TickResult(tick, len(created), skipped, False, time.perf_counter() - started)
+
+    @staticmethod
+    def _log(result: TickResult) -> None:
+        fields = {
+            "action": "tick_ran",
+            "tick": result.tick.isoformat(),
+            "jobs_created": result.created,
+            "skipped_active": result.skipped_active,
+            "already_recorded": result.already_recorded,
+        }
+        if result.already_recorded:
+            logger.info(
+                "scheduled tick %s: already run (here or by a replica); nothing to do",
+                result.tick.isoformat(),
+                extra=fields | {"action": "tick_already_run"},
+            )
+            return
+        logger.info(
+            "scheduled tick %s: created %d job(s); %d active project(s) skipped with a job "
+            "in progress (%.3f s)",
+            result.tick.isoformat(),
+            result.created,
+            result.skipped_active,
+            result.seconds,
+            extra=fields,
+        )
+
+
+def _retrying(unit_of_work: Callable[[], T]) -> T:
+    """Run a transaction again if PostgreSQL aborted it for a deadlock or a
+    serialization failure (both mean: nothing was written, try again)."""
+    for attempt in range(1, _TICK_ATTEMPTS + 1):
+        try:
+            return unit_of_work()
+        except OperationalError as exc:
+            sqlstate = getattr(exc.orig, "sqlstate", None)
+            if sqlstate not in _RETRYABLE_SQLSTATES or attempt == _TICK_ATTEMPTS:
+                raise
+            logger.warning("transaction aborted (%s); retrying, attempt %d", sqlstate, attempt + 1)
+    raise AssertionError("unreachable")

@@ -1,0 +1,336 @@
+"""The SQL of `consolidation_jobs` and `consolidation_ticks`.
+
+Every function works inside the caller's session and transaction. Uniqueness is left
+to the database's indexes (`INSERT … ON CONFLICT DO NOTHING`), never to a
+count-then-insert. This module also owns how a job is named on the task queue
+(`task_id_for_job` / `job_id_for_task`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Select,
+    String,
+    bindparam,
+    cast,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from omoi_os.errors import JobNotFound
+from omoi_os.models import (
+    ACTIVE_JOB_STATUSES,
+    ConsolidationJob,
+    ConsolidationTick,
+    JobStatus,
+    TriggerType,
+    is_active_job,
+)
+from omoi_os.models.base import cast_table
+from omoi_os.store.sql import execute_counting, insert_ignoring_conflicts
+
+_jobs = cast_table(ConsolidationJob)
+_ticks = cast_table(ConsolidationTick)
+
+# --- a job on the task queue -----------------------------------------------------------
+
+# The queue's task_type for consolidation jobs; a job's task_id is its id as text.
+CONSOLIDATION_TASK = "consolidation"
+
+
+def task_id_for_job(job_id: int) -> str:
+    return str(job_id)
+
+
+def job_id_for_task(task_id: str) -> int:
+    return int(task_id)
+
+
+def job_task_id_sql() -> ColumnElement[str]:
+    """task_id_for_job in SQL, for a job row (joins a job to its queue task)."""
+    return cast(ConsolidationJob.id, String)
+
+
+# --- writing jobs ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job row an INSERT created: what its queue task needs."""
+
+    id: int
+    project_id: uuid.UUID
+
+
+_JOB_COLUMNS = (
+    "project_id",
+    "trigger_type",
+    "scope",
+    "status",
+    "triggered_by",
+    "scheduled_for",
+    "created_at",
+)
+
+
+def job_rows(
+    project_ids: Select[Any],
+    *,
+    trigger_type: TriggerType,
+    scope: dict[str, Any],
+    triggered_by: str,
+    scheduled_for: datetime | None,
+    now: datetime,
+) -> Select[Any]:
+    """A pending job row (in _JOB_COLUMNS order) for each project `project_ids` yields."""
+    ids = project_ids.subquery()
+    return select(
+        ids.c[0],
+        literal(trigger_type.value),
+        literal(scope, _jobs.c.scope.type),
+        literal(JobStatus.PENDING.value),
+        literal(triggered_by),
+        literal(scheduled_for, _jobs.c.scheduled_for.type),
+        literal(now, _jobs.c.created_at.type),
+    ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
+
+
+def insert_jobs(session: Session, rows: Select[Any]) -> list[NewJob]:
+    """Insert the job `rows` (from job_rows) in one statement; a row that would give its
+    project a second active job, or a second job for one tick, is skipped by the
+    database. Returns the jobs created, in project-id order.
+
+    Rows go in project-id order so that concurrent writers lock them in the same
+    order (no deadlock); one that loses a race waits for the winner's commit, then
+    skips the rows the winner wrote."""
+    ordered = rows.order_by(rows.selected_columns[0])
+    statement = (
+        insert_ignoring_conflicts(session, ConsolidationJob)
+        .from_select(list(_JOB_COLUMNS), ordered)
+        .returning(_jobs.c.id, _jobs.c.project_id)
+    )
+    return [NewJob(job_id, project_id) for job_id, project_id in session.execute(statement)]
+
+
+def has_active_job(project_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    """SQL: the project has a pending or running job."""
+    return exists().where(ConsolidationJob.project_id == project_id, is_active_job())
+
+
+# --- reading jobs ----------------------------------------------------------------------
+
+
+def active_job_id(session: Session, project_id: uuid.UUID) -> int | None:
+    """The project's pending or running job, if any."""
+    job_id: int | None = session.scalar(select(active_job_id_sql(literal(project_id))))
+    return job_id
+
+
+def active_job_id_sql(project_id: ColumnElement[Any]) -> ScalarSelect[int]:
+    return (
+        select(ConsolidationJob.id)
+        .where(ConsolidationJob.project_id == project_id, is_active_job())
+        .scalar_subquery()
+    )
+
+
+def last_finished_at_sql(project_id: ColumnElement[Any]) -> ScalarSelect[datetime | None]:
+    return (
+        select(func.max(ConsolidationJob.finished_at))
+        .where(ConsolidationJob.project_id == project_id)
+        .scalar_subquery()
+    )
+
+
+def get_job(session: Session, job_id: int) -> ConsolidationJob:
+    job = session.get(ConsolidationJob, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def list_jobs(
+    session: Session,
+    project_id: uuid.UUID | None,
+    *,
+    status: JobStatus | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> list[ConsolidationJob]:
+    """Jobs, newest first: of one project, or of all when project_id is None."""
+    statement = (
+        select(ConsolidationJob).order_by(ConsolidationJob.id.desc()).limit(limit).offset(offset)
+    )
+    if project_id is not None:
+        statement = statement.where(ConsolidationJob.project_id == project_id)
+    if status is not None:
+        statement = statement.where(ConsolidationJob.status == status)
+    return list(session.scalars(statement))
+
+
+def count_active_jobs(session: Session) -> dict[JobStatus, int]:
+    """Pending and running jobs, by status (the partial unique index serves it)."""
+    statement = (
+        select(ConsolidationJob.status, func.count())
+        .where(is_active_job())
+        .group_by(ConsolidationJob.status)
+    )
+    counts: dict[JobStatus, int] = {status: count for status, count in session.execute(statement)}
+    return {status: counts.get(status, 0) for status in ACTIVE_JOB_STATUSES}
+
+
+def count_jobs_of_tick(session: Session, tick: datetime) -> int:
+    statement = select(func.count()).where(ConsolidationJob.scheduled_for == tick)
+    return session.scalar(statement) or 0
+
+
+# --- the worker's transitions ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartedJob:
+    """What a worker needs of a job it has just marked running."""
+
+    id: int
+    project_id: uuid.UUID
+    scope: dict[str, Any]
+    result: dict[str, Any] | None
+
+
+_START = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id"), is_active_job())
+    .values(status=JobStatus.RUNNING, started_at=bindparam("now"), error=None)
+    .returning(_jobs.c.id, _jobs.c.project_id, _jobs.c.scope, _jobs.c.result)
+)
+
+
+def start_job(session: Session, job_id: int, *, now: datetime) -> StartedJob | None:
+    """pending (or running, when a dead worker's task was reclaimed) → running.
+    None if the job ended meanwhile (cancelled, timed out …): it must not run."""
+    row = session.connection().execute(_START, {"job_id": job_id, "now": now}).one_or_none()
+    return None if row is None else StartedJob(*row)
+
+
+def save_progress(session: Session, job_id: int, result: dict[str, Any]) -> bool:
+    """Store the running totals of a job that is still running; False if it is not
+    (the sweeper ended it): the caller must stop and roll back its batch."""
+    statement = (
+        update(_jobs)
+        .where(_jobs.c.id == job_id, _jobs.c.status == JobStatus.RUNNING)
+        .values(result=result)
+    )
+    return execute_counting(session, statement) == 1
+
+
+def finish_job(
+    session: Session,
+    job_id: int,
+    *,
+    status: JobStatus,
+    now: datetime,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> bool:
+    """running → a final status (or back to pending, for a retry or a hand-back).
+    False if the job is not running any more."""
+    values: dict[str, Any] = {"status": status, "error": error}
+    if result is not None:
+        values["result"] = result
+    if status not in ACTIVE_JOB_STATUSES:
+        values["finished_at"] = now
+    statement = (
+        update(_jobs)
+        .where(_jobs.c.id == job_id, _jobs.c.status == JobStatus.RUNNING)
+        .values(**values)
+    )
+    return execute_counting(session, statement) == 1
+
+
+# --- the sweeper's transitions ---------------------------------------------------------
+
+
+def overdue_job_ids(session: Session, *, started_before: datetime) -> list[int]:
+    """Running jobs that started before `started_before`."""
+    statement = select(_jobs.c.id).where(
+        _jobs.c.status == JobStatus.RUNNING, _jobs.c.started_at < started_before
+    )
+    return list(session.scalars(statement))
+
+
+def time_out_jobs(
+    session: Session, job_ids: list[int], *, started_before: datetime, now: datetime, reason: str
+) -> list[tuple[int, uuid.UUID]]:
+    """Mark those of `job_ids` that are still running and started before
+    `started_before` as timed out."""
+    if not job_ids:
+        return []
+    statement = (
+        update(_jobs)
+        .where(
+            _jobs.c.id.in_(job_ids),
+            _jobs.c.status == JobStatus.RUNNING,
+            _jobs.c.started_at < started_before,
+        )
+        .values(status=JobStatus.TIMED_OUT, finished_at=now, error=reason)
+        .returning(_jobs.c.id, _jobs.c.project_id)
+    )
+    return [(job_id, project_id) for job_id, project_id in session.execute(statement)]
+
+
+def fail_active_jobs(
+    session: Session, *, dead_task: Select[str | None], now: datetime
+) -> list[tuple[int, uuid.UUID]]:
+    """Mark failed every active job for which `dead_task` (a query correlated with the
+    job's task id, selecting its last error) finds a row: its queue task is dead, so it
+    can never run."""
+    last_error = dead_task.scalar_subquery()
+    statement = (
+        update(_jobs)
+        .where(is_active_job(), dead_task.exists())
+        .values(
+            status=JobStatus.FAILED,
+            finished_at=now,
+            error="queue gave up: " + func.coalesce(last_error, "no error recorded"),
+        )
+        .returning(_jobs.c.id, _jobs.c.project_id)
+    )
+    return [(job_id, project_id) for job_id, project_id in session.execute(statement)]
+
+
+# --- ticks -----------------------------------------------------------------------------
+
+
+def record_tick(session: Session, tick: datetime, *, now: datetime) -> bool:
+    """Claim `tick` for this run: True if no run recorded it before. A concurrent run's
+    uncommitted claim makes this wait for its outcome (PostgreSQL), so exactly one
+    run of a tick writes its jobs."""
+    statement = (
+        insert_ignoring_conflicts(session, ConsolidationTick)
+        .values(scheduled_for=tick, fired_at=now, jobs_created=0)
+        .returning(_ticks.c.scheduled_for)
+    )
+    return session.execute(statement).scalar_one_or_none() is not None
+
+
+def set_tick_jobs_created(session: Session, tick: datetime, created: int) -> None:
+    session.execute(
+        update(_ticks).where(_ticks.c.scheduled_for == tick).values(jobs_created=created)
+    )
+
+
+def tick_recorded(session: Session, tick: datetime) -> bool:
+    """Did a run of `tick` commit (here or on another replica)?"""
+    return bool(session.scalar(select(exists().where(ConsolidationTick.scheduled_for == tick))))

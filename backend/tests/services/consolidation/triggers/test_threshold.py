@@ -1,0 +1,235 @@
+"""The threshold trigger (triggers/threshold.py), driven as in production: by
+MemoryService after each memory write. It fires once, on the write that crosses the
+threshold; waits out the cooldown; skips inactive projects; delays the job's claim by
+the debounce; creates one job however many writers cross at once; and a failing check
+never loses the memory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from omoi_os.config import AppSettings
+from omoi_os.models import (
+    JobStatus,
+    MemoryType,
+    QueuedTask,
+    TaskMemory,
+    TriggerType,
+)
+from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
+from omoi_os.services.database import DatabaseService
+from omoi_os.services.memory import MemoryService, NewMemory
+from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
+from tests.support.clocks import FakeClock
+from tests.support.consolidation import MakeTriggers, finish_job, trigger_count, write_memories
+from tests.support.factories import Factories
+from tests.support.logs import one, records
+from tests.support.rows import stored_jobs
+
+
+def _outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The threshold checks' outcomes, in order (a created job logs as job_created)."""
+    return [
+        record.outcome
+        for record in caplog.records
+        if getattr(record, "action", None) in ("threshold_checked", "job_created")
+        and getattr(record, "trigger_type", "threshold") == "threshold"
+    ]
+
+
+def test_threshold_fires_once_on_the_crossing_insert(
+    db: DatabaseService,
+    factories: Factories,
+    make_triggers: MakeTriggers,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="omoi_os")
+    project = factories.project()
+    memories = MemoryService(db, make_triggers(consolidation_threshold=10), clock=clock)
+
+    below = write_memories(memories, project.id, 9)
+    crossing = write_memories(memories, project.id, 1)
+    beyond = write_memories(memories, project.id, 50)
+
+    assert below == [None] * 9
+    assert crossing[0] is not None
+    assert beyond == [None] * 50
+    (job,) = stored_jobs(db)
+    assert (job.id, job.trigger_type, job.triggered_by, job.status) == (
+        crossing[0],
+        TriggerType.THRESHOLD,
+        "threshold",
+        JobStatus.PENDING,
+    )
+    assert job.scope == {"unconsolidated_only": True, "dry_run": False}
+    assert factories.count(TaskMemory) == 60
+    (row,) = factories.queue_rows()
+    assert (row.task_type, row.task_id, row.available_at) == (
+        CONSOLIDATION_TASK,
+        task_id_for_job(job.id),
+        clock(),  # no debounce: claimable at once
+    )
+    assert _outcomes(caplog) == (
+        ["skipped_below_threshold"] * 9 + ["created"] + ["skipped_active"] * 50
+    )
+    created = one(caplog, "job_created")
+    assert (created.job_id, created.project_id) == (job.id, str(project.id))
+
+
+def test_threshold_waits_for_the_cooldown_then_fires_again(
+    db: DatabaseService,
+    factories: Factories,
+    make_triggers: MakeTriggers,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="omoi_os")
+    project = factories.project()
+    triggers = make_triggers(consolidation_cooldown=300)
+    memories = MemoryService(db, triggers, clock=clock)
+    (first,) = [job for job in write_memories(memories, project.id, 10) if job]
+    # The job ends without consolidating: the backlog stays over the threshold.
+    finish_job(db, first, clock())
+
+    clock.advance(timedelta(seconds=299))
+    assert write_memories(memories, project.id, 1) == [None]
+    assert _outcomes(caplog)[-1] == "skipped_cooldown"
+    clock.advance(timedelta(seconds=1))
+    (second,) = write_memories(memories, project.id, 1)
+
+    assert second is not None and second != first
+    assert [(job.id, job.trigger_type) for job in stored_jobs(db)] == [
+        (first, TriggerType.THRESHOLD),
+        (second, TriggerType.THRESHOLD),
+    ]
+    assert trigger_count(triggers, "threshold", "skipped_cooldown") == 1
+    assert trigger_count(triggers, "threshold", "created") == 2
+
+
+def test_threshold_fires_again_after_consolidation_and_a_new_crossing(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    memories = MemoryService(db, make_triggers(consolidation_cooldown=0), clock=clock)
+    (first,) = [job for job in write_memories(memories, project.id, 10) if job]
+    finish_job(db, first, clock(), consolidate=True)
+
+    again = write_memories(memories, project.id, 10)
+
+    assert again[:9] == [None] * 9
+    assert again[9] is not None and again[9] != first
+    assert [job.id for job in stored_jobs(db)] == [first, again[9]]
+
+
+def test_threshold_ignores_inactive_projects(
+    db: DatabaseService,
+    factories: Factories,
+    make_triggers: MakeTriggers,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="omoi_os")
+    project = factories.project(is_active=False)
+    memories = MemoryService(db, make_triggers(), clock=clock)
+
+    assert write_memories(memories, project.id, 15) == [None] * 15
+
+    assert stored_jobs(db) == []
+    assert factories.count(QueuedTask) == 0
+    assert factories.count(TaskMemory) == 15
+    assert _outcomes(caplog) == ["skipped_inactive"] * 15
+
+
+def test_threshold_debounce_delays_when_the_job_can_be_claimed(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    triggers = make_triggers(consolidation_debounce=60)
+    factories.memories(project.id, 10)
+
+    job_id = triggers.check_threshold_triggers_sync(project.id)
+
+    assert job_id is not None
+    (row,) = factories.queue_rows()
+    assert row.available_at == clock() + timedelta(seconds=60)
+    queue = triggers.task_queue
+    with db.transaction() as session:
+        assert queue.claim(session=session, task_types=[CONSOLIDATION_TASK], worker_id="w") == []
+    clock.advance(timedelta(seconds=59))
+    with db.transaction() as session:
+        assert queue.claim(session=session, task_types=[CONSOLIDATION_TASK], worker_id="w") == []
+    clock.advance(timedelta(seconds=1))
+    with db.transaction() as session:
+        (task,) = queue.claim(session=session, task_types=[CONSOLIDATION_TASK], worker_id="w")
+    assert task.task_id == task_id_for_job(job_id)
+
+
+@pytest.mark.postgres_only
+def test_32_threads_crossing_at_once_create_exactly_one_job(postgres_url: str) -> None:
+    db = DatabaseService(postgres_url)
+    try:
+        factories = Factories(db)
+        project = factories.project()
+        factories.memories(project.id, 100)
+        settings = AppSettings(database_url=postgres_url, consolidation_threshold=100)
+        triggers = ConsolidationTriggerService(db, settings=settings)
+        barrier = threading.Barrier(32)
+
+        def check(_: int) -> int | None:
+            barrier.wait()
+            return triggers.check_threshold_triggers_sync(project.id)
+
+        with ThreadPoolExecutor(32) as pool:
+            results = list(pool.map(check, range(32)))
+
+        created = [job_id for job_id in results if job_id is not None]
+        assert len(created) == 1
+        assert [job.id for job in stored_jobs(db)] == created
+        assert [row.task_id for row in factories.queue_rows()] == [task_id_for_job(created[0])]
+        assert trigger_count(triggers, "threshold", "created") == 1
+        assert trigger_count(triggers, "threshold", "skipped_active") == 31
+    finally:
+        db.dispose()
+
+
+def test_a_failing_threshold_check_never_loses_the_memory(
+    db: DatabaseService,
+    factories: Factories,
+    make_triggers: MakeTriggers,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    project = factories.project()
+
+    class BrokenTriggers(ConsolidationTriggerService):
+        def check_threshold_triggers_sync(self, project_id: Any) -> int | None:
+            raise RuntimeError("the database hiccuped")
+
+    broken = BrokenTriggers(db, settings=make_triggers().settings, clock=clock)
+    memories = MemoryService(db, broken, clock=clock)
+    note = NewMemory(memory_type=MemoryType.ERROR_FIX, execution_summary="fixed it")
+
+    with caplog.at_level(logging.ERROR):
+        stored = memories.create_memory(project.id, note)
+
+    assert (stored.triggered_job_id, stored.threshold_check_failed) == (None, True)
+    with db.read() as session:
+        (memory,) = session.scalars(select(TaskMemory))
+    assert (memory.id, memory.project_id, memory.execution_summary) == (
+        stored.memory.id,
+        project.id,
+        "fixed it",
+    )
+    failed = one(caplog, "threshold_check_failed")
+    assert failed.project_id == str(project.id)
+    assert failed.exc_info is not None and failed.exc_info[0] is RuntimeError
+    assert records(caplog, "job_created") == []
+    assert stored_jobs(db) == []

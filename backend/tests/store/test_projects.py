@@ -1,0 +1,144 @@
+"""store/projects.py on both databases: project ids, and the project reads every
+trigger and service builds on."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import literal, select
+
+from omoi_os.errors import ProjectNotFound
+from omoi_os.models import Project
+from omoi_os.services.database import DatabaseService
+from omoi_os.store import projects as project_store
+from tests.support.factories import T0, Factories
+
+PROJECT_ID = uuid.UUID("6f1c2a3e-8d4b-4c5a-9e7f-0a1b2c3d4e5f")
+
+
+# --- parse_project_id --------------------------------------------------------------------
+
+
+def test_parse_project_id_takes_a_uuid_as_it_is() -> None:
+    assert project_store.parse_project_id(PROJECT_ID) is PROJECT_ID
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "6f1c2a3e-8d4b-4c5a-9e7f-0a1b2c3d4e5f",
+        "6F1C2A3E-8D4B-4C5A-9E7F-0A1B2C3D4E5F",
+        "6f1c2a3e8d4b4c5a9e7f0a1b2c3d4e5f",
+        "{6f1c2a3e-8d4b-4c5a-9e7f-0a1b2c3d4e5f}",
+    ],
+)
+def test_parse_project_id_reads_its_text(text: str) -> None:
+    assert project_store.parse_project_id(text) == PROJECT_ID
+
+
+@pytest.mark.parametrize(
+    "text", ["", "not-a-uuid", "6f1c2a3e-8d4b-4c5a-9e7f-0a1b2c3d4e5", "1; DROP TABLE projects"]
+)
+def test_parse_project_id_of_bad_text_names_no_project(text: str) -> None:
+    with pytest.raises(ProjectNotFound) as raised:
+        project_store.parse_project_id(text)
+
+    assert raised.value.project_id == text
+    assert str(raised.value) == f"project {text} does not exist"
+
+
+# --- writing and reading one project -----------------------------------------------------
+
+
+def test_insert_project(db: DatabaseService, factories: Factories) -> None:
+    with db.transaction() as session:
+        project = project_store.insert_project(session, name="alpha", is_active=False, now=T0)
+        project_id = project.id
+
+    assert isinstance(project_id, uuid.UUID)
+    with db.read() as session:
+        stored = session.execute(select(Project.__table__)).one()
+    assert dict(stored._mapping) == {
+        "id": project_id,
+        "name": "alpha",
+        "is_active": False,
+        "created_at": T0,
+    }
+    assert factories.count(Project) == 1
+
+
+def test_get_project(db: DatabaseService, factories: Factories) -> None:
+    project = factories.project(name="alpha", created_at=T0 - timedelta(days=1))
+    factories.project(name="beta")
+
+    with db.transaction() as session:
+        found = project_store.get_project(session, project.id)
+        locked = project_store.get_project(session, project.id, for_update=True)
+        missing = project_store.get_project(session, uuid.uuid4())
+        assert found is not None
+        assert locked is found  # the same row, in the same session
+        read = (found.id, found.name, found.is_active, found.created_at)
+
+    assert read == (project.id, "alpha", True, T0 - timedelta(days=1))
+    assert missing is None
+
+
+def test_project_exists_and_is_active(db: DatabaseService, factories: Factories) -> None:
+    active = factories.project(name="active").id
+    inactive = factories.project(name="inactive", is_active=False).id
+    unknown = uuid.uuid4()
+
+    with db.read() as session:
+        exists = [project_store.project_exists(session, p) for p in (active, inactive, unknown)]
+        is_active = [
+            project_store.project_is_active(session, p) for p in (active, inactive, unknown)
+        ]
+
+    assert exists == [True, True, False]
+    assert is_active == [True, False, None]
+
+
+def test_project_status_with_further_columns(db: DatabaseService, factories: Factories) -> None:
+    active = factories.project(name="active").id
+    inactive = factories.project(name="inactive", is_active=False).id
+
+    with db.read() as session:
+        rows = {
+            project_id: session.execute(
+                project_store.project_status_with(literal(project_id), Project.name)
+            ).all()
+            for project_id in (active, inactive, uuid.uuid4())
+        }
+
+    assert [[tuple(row) for row in found] for found in rows.values()] == [
+        [(True, "active")],
+        [(False, "inactive")],
+        [],
+    ]
+
+
+# --- the active projects -----------------------------------------------------------------
+
+
+def test_active_project_ids_selects_only_active_projects(
+    db: DatabaseService, factories: Factories
+) -> None:
+    active = factories.projects(3)
+    factories.projects(2, is_active=False)
+
+    with db.read() as session:
+        selected = session.scalars(project_store.active_project_ids()).all()
+
+    assert sorted(selected) == sorted(active)
+
+
+def test_count_active_projects(db: DatabaseService, factories: Factories) -> None:
+    with db.read() as session:
+        assert project_store.count_active_projects(session) == 0
+    factories.projects(4)
+    factories.projects(3, is_active=False)
+
+    with db.read() as session:
+        assert project_store.count_active_projects(session) == 4

@@ -1,0 +1,50 @@
+"""What the consolidation tests share: a trigger service made by the `make_triggers`
+fixture (services/consolidation/conftest.py), its trigger counter, and standing in for
+the parts around it: writers adding memories, the worker ending a job."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import update
+
+from omoi_os.models import ConsolidationJob, JobStatus, MemoryType, TaskMemory
+from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
+from omoi_os.services.database import DatabaseService
+from omoi_os.services.memory import MemoryService, NewMemory
+
+MakeTriggers = Callable[..., ConsolidationTriggerService]
+
+LESSON = NewMemory(memory_type=MemoryType.LEARNING, execution_summary="lesson")
+
+
+def trigger_count(triggers: ConsolidationTriggerService, trigger_type: str, outcome: str) -> float:
+    """omoi_consolidation_triggers_total for this trigger type and outcome."""
+    value = triggers.metrics.registry.get_sample_value(
+        "omoi_consolidation_triggers_total", {"trigger_type": trigger_type, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def write_memories(
+    memories: MemoryService, project_id: uuid.UUID, count: int, note: NewMemory = LESSON
+) -> list[int | None]:
+    """Write `note` `count` times, as a client does; the job each write started, if any."""
+    return [memories.create_memory(project_id, note).triggered_job_id for _ in range(count)]
+
+
+def finish_job(
+    db: DatabaseService, job_id: int, when: datetime, *, consolidate: bool = False
+) -> None:
+    """Stand in for the worker: the job completed at `when` (and, with `consolidate`,
+    consolidated every memory)."""
+    with db.transaction() as session:
+        session.execute(
+            update(ConsolidationJob)
+            .where(ConsolidationJob.id == job_id)
+            .values(status=JobStatus.COMPLETED, started_at=when, finished_at=when)
+        )
+        if consolidate:
+            session.execute(update(TaskMemory).values(is_consolidated=True, consolidated_at=when))

@@ -1,0 +1,127 @@
+"""The built wheel, installed into a fresh virtualenv with no source tree, migrates
+and serves from an empty directory, on both databases, and leaves a host's own
+Alembic history alone.
+
+The fresh virtualenv gets the wheel alone (`--no-deps`); its dependencies are lent by
+this run's environment through a path entry, which does not activate the editable
+install living there, so every `omoi_os` module, and every migration script, comes
+from the wheel. `pip check` then proves the wheel's declared dependencies are met.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from setuptools import find_packages
+from sqlalchemy import text
+
+from omoi_os import migrations
+from omoi_os.services.database import DatabaseService
+from tests.support.servers import cli_env, serve
+
+pytestmark = pytest.mark.packaging
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+_IGNORE = {"ignore": shutil.ignore_patterns("__pycache__", "*.egg-info", "tests")}
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh virtualenv with the wheel installed; yields its bin directory."""
+    work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"  # a copy: building leaves build/ and egg-info behind
+    source.mkdir()
+    for part in ("pyproject.toml", "README.md", "backend"):
+        copy = shutil.copytree if (REPOSITORY / part).is_dir() else shutil.copy
+        copy(REPOSITORY / part, source / part, **_IGNORE if part == "backend" else {})
+    _run(
+        sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
+        "--no-build-isolation", "--quiet", "-w", str(work / "dist"),
+    )  # fmt: skip
+    (wheel,) = (work / "dist").glob("omoi_os-*.whl")
+    venv = work / "venv"
+    _run(sys.executable, "-m", "venv", str(venv))
+    python = venv / "bin" / "python"
+    _run(str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel))
+    site_packages = _run(
+        str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    )
+    (Path(site_packages.strip()) / "lent-dependencies.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n"
+    )
+    yield venv / "bin"
+
+
+def _run(*command: str, cwd: Path | None = None) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert result.returncode == 0, f"{command}: {result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_the_wheel_carries_every_package_and_the_migrations(installed_wheel: Path) -> None:
+    (wheel,) = (installed_wheel.parents[1] / "dist").glob("omoi_os-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for package in find_packages(REPOSITORY / "backend", include=["omoi_os*"]):
+        assert f"{package.replace('.', '/')}/__init__.py" in names, package
+    assert "omoi_os/alembic/env.py" in names
+    assert "omoi_os/alembic/script.py.mako" in names
+    assert "omoi_os/alembic/versions/0001_initial_schema.py" in names
+
+    where = _run(
+        str(installed_wheel / "python"),
+        "-c",
+        "import omoi_os, omoi_os.migrations as m; print(omoi_os.__file__); print(m.scripts_dir())",
+    ).split()
+    assert all(str(installed_wheel.parent) in path for path in where), where
+    assert "No broken requirements" in _run(str(installed_wheel / "python"), "-m", "pip", "check")
+
+
+def test_migrate_then_serve_from_an_empty_directory(
+    installed_wheel: Path, empty_database_url: str, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = cli_env(tmp_path, database_url=empty_database_url, api_tokens="ops:" + "t" * 24)
+    migrate = subprocess.run(
+        [str(installed_wheel / "omoi-os"), "migrate"],
+        env=env, cwd=empty, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert migrate.returncode == 0, migrate.stderr
+    assert migrate.stdout.strip() == f"database migrated to {migrations.head_revision()}"
+
+    with serve(env, command=str(installed_wheel / "omoi-os"), cwd=empty) as server:
+        health = httpx.get(f"{server.base_url}/healthz", timeout=10)
+
+    assert (health.status_code, health.json()["status"]) == (200, "ok")
+    assert list(empty.iterdir()) == []  # nothing written beside the user's files
+
+
+def test_our_migrate_leaves_a_hosts_alembic_version_as_it_was(
+    installed_wheel: Path, empty_database_url: str, tmp_path: Path
+) -> None:
+    host = DatabaseService(empty_database_url)
+    with host.transaction() as session:
+        session.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        session.execute(text("INSERT INTO alembic_version VALUES ('host_3c9d1e')"))
+    env = cli_env(tmp_path, database_url=empty_database_url)
+
+    result = subprocess.run(
+        [str(installed_wheel / "omoi-os"), "migrate"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    with host.read() as session:
+        assert session.execute(text("SELECT version_num FROM alembic_version")).all() == [
+            ("host_3c9d1e",)
+        ]
+    assert migrations.current_revision(host.engine) == migrations.head_revision()
+    host.dispose()
