@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect, select, text
 
 from omoi_os import migrations
 from omoi_os.migrations import head_revision
@@ -199,3 +201,76 @@ def test_schedule_lists_the_next_runs_in_utc_and_local_time(tmp_path: Path) -> N
     assert lines[0] == "schedule: 30 2 * * * (Europe/Berlin)"
     assert len(lines) == 4
     assert all(re.fullmatch(r"  \S+ \S+ UTC   \S+T02:30:00\+0[12]:00", line) for line in lines[1:])
+
+
+# --- start-up failures: one line naming what is wrong, exit 2, nothing started -------------
+
+
+def _one_line_error(result: Any) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("omoi-os: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve", "jobs"])
+def test_an_unusable_data_directory_is_one_line(command: str, tmp_path: Path) -> None:
+    a_file = tmp_path / "not-a-directory"
+    a_file.write_text("")
+    for data_dir, why in ((a_file, "File exists"), (Path("/proc/omoi-os"), "No such file")):
+        result = run_cli(command, env=cli_env(tmp_path, data_dir=str(data_dir)))
+
+        line = _one_line_error(result)
+        assert f"cannot create the database's directory {data_dir}: {why}" in line
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve", "jobs"])
+def test_a_database_from_a_newer_release_is_one_line(
+    command: str, database_url: str, tmp_path: Path
+) -> None:
+    db = DatabaseService(database_url)
+    with db.transaction() as session:
+        session.execute(text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = 'omoi9999'"))
+    try:
+        line = _one_line_error(run_cli(command, env=cli_env(tmp_path, database_url=database_url)))
+    finally:
+        with db.transaction() as session:
+            session.execute(
+                text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = :head"),
+                {"head": head_revision()},
+            )
+        db.dispose()
+
+    assert "is at revision omoi9999, which this release does not know" in line
+    assert "newer release of omoi-os" in line
+
+
+@pytest.mark.parametrize("command", ["migrate", "serve", "jobs"])
+def test_a_corrupt_sqlite_file_is_one_line(command: str, tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"this is not a SQLite database file " * 200)
+
+    line = _one_line_error(
+        run_cli(command, env=cli_env(tmp_path, database_url=f"sqlite:///{corrupt}"))
+    )
+
+    assert line == "omoi-os: error: cannot use the database: file is not a database"
+
+
+def test_a_port_in_use_stops_serve_before_anything_starts(
+    database_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "serve", "--port", str(port), env=cli_env(tmp_path, database_url=database_url)
+        )
+
+    line = _one_line_error(result)
+    assert line == f"omoi-os: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert "scheduler started" not in result.stderr + result.stdout
+    assert "worker" not in result.stderr + result.stdout

@@ -134,3 +134,10 @@ def test_a_time_zone_is_trimmed_as_the_schedule_is() -> None:
 
     assert settings.consolidation_timezone == "Europe/Berlin"
     assert settings.schedule.timezone.key == "Europe/Berlin"
+
+
+def test_the_pool_is_sized_from_the_workers_and_the_api_share() -> None:
+    settings = AppSettings(worker_concurrency=32, database_api_connections=20)
+
+    assert settings.database_pool_size == 2 * 32 + 2 + 20
+    assert AppSettings().database_pool_size == 2 * 1 + 2 + 10

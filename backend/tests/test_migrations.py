@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from omoi_os import migrations, testing
-from omoi_os.models import Base
+from omoi_os.models import Base, Project
 from omoi_os.services.database import DatabaseService
 
 TABLES = {
@@ -215,3 +216,26 @@ def test_the_scripts_are_found_inside_the_package() -> None:
     assert migrations.scripts_dir().name in ("migrations", "alembic")
     assert (migrations.scripts_dir() / "env.py").is_file()
     assert "0001" in migrations.known_revisions()
+
+
+def test_the_cooldown_of_existing_projects_is_carried_from_their_last_finished_job(
+    empty_database_url: str,
+) -> None:
+    migrations.upgrade(empty_database_url, "0001")
+    _execute(
+        empty_database_url,
+        "INSERT INTO projects (id, name, is_active, created_at) "
+        "VALUES ('0c6f3b1e5d2a4f8e9a7b1c3d5e7f9a0b', 'kept', true, '2026-01-01 00:00:00')",
+        "INSERT INTO consolidation_jobs (project_id, trigger_type, scope, status, "
+        "triggered_by, created_at, finished_at) VALUES ('0c6f3b1e5d2a4f8e9a7b1c3d5e7f9a0b', "
+        "'manual', '{}', 'completed', 't', '2026-01-01 00:00:00', '2026-01-02 03:04:05')",
+    )
+
+    migrations.upgrade(empty_database_url)
+
+    service = DatabaseService(empty_database_url)
+    with service.read() as session:
+        project = session.scalars(select(Project)).one()
+    service.dispose()
+    assert project.cooldown_from == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert project.threshold_crossed_at is None

@@ -64,7 +64,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     methods = _methods_of(request.app, request.url.path) if exc.status_code == 405 else []
     if not methods:  # not a 405, or a path outside the schema (/docs …): as FastAPI does
         return await http_exception_handler(request, exc)
-    headers = {"Allow": ", ".join(methods)}
+    headers = {"Allow": ", ".join([*methods, "OPTIONS"])}
+    if request.method == "OPTIONS":  # what may be done here: answered, not refused
+        return Response(status_code=204, headers=headers)
     return JSONResponse({"detail": exc.detail}, status_code=405, headers=headers)
 
 

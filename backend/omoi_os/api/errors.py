@@ -7,14 +7,16 @@ routes only, and the host's own handlers keep answering for the host's routes.
 
 import json
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 from fastapi import HTTPException, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -29,7 +31,12 @@ from omoi_os.errors import (
 
 logger = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 64 * 1024
+T = TypeVar("T", bound=Callable[..., Any])
+
+# Above the largest body the schema admits, however it is escaped: 20,000 characters
+# of execution_summary, each at most 12 bytes as JSON (a \\uXXXX\\uXXXX pair), plus the
+# other fields. A valid request is never refused for its size.
+MAX_BODY_BYTES = 256 * 1024
 DATABASE_RETRY_AFTER_SECONDS = 5
 
 _ERROR_DOCS: dict[int, tuple[str, type[BaseModel]]] = {
@@ -38,6 +45,7 @@ _ERROR_DOCS: dict[int, tuple[str, type[BaseModel]]] = {
     404: ("No such project or job", ErrorBody),
     409: ("The project is inactive, or already has an active job", ConflictBody),
     413: (f"Request body over {MAX_BODY_BYTES} bytes", ErrorBody),
+    415: ("The body is not JSON (Content-Type must be application/json)", ErrorBody),
     503: ("The database is unavailable", ErrorBody),
 }
 
@@ -76,21 +84,97 @@ class _SizeLimitedRequest(Request):
 
 
 class ConsolidationRoute(APIRoute):
-    """Our routes: the body limit, and our errors mapped to their answers."""
+    """Our routes: the body limit and its media type, query parameters given once, and
+    our errors mapped to their answers."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
+        single = _single_valued_query_parameters(self)
+        takes_body = self.body_field is not None
 
         async def route(request: Request) -> Response:
+            refused = _refuse_before_reading(request, single, takes_body)
+            if refused is not None:
+                return refused
             try:
-                return await handle(_SizeLimitedRequest(request.scope, request.receive))
+                response = await handle(_SizeLimitedRequest(request.scope, request.receive))
             except Exception as exc:
                 answer = _answer(request, exc)
                 if answer is None:
                     raise
-                return answer
+                response = answer
+            if request.method == "HEAD":  # GET's headers (Content-Length too), no body
+                response.body = b""
+            return response
 
         return route
+
+
+def get_and_head(router: APIRouter, path: str, **options: Any) -> Callable[[T], T]:
+    """Register an endpoint for GET (documented) and for HEAD (answered as GET is,
+    without a body: load balancers probe with HEAD)."""
+
+    def register(endpoint: T) -> T:
+        router.add_api_route(path, endpoint, methods=["GET"], **options)
+        router.add_api_route(path, endpoint, methods=["HEAD"], include_in_schema=False, **options)
+        return endpoint
+
+    return register
+
+
+def _single_valued_query_parameters(route: APIRoute) -> set[str]:
+    """The query parameters of `route` that take one value (not a list)."""
+    return {
+        field.alias
+        for field in _query_fields(route.dependant)
+        if not _takes_many(field.field_info.annotation)
+    }
+
+
+def _query_fields(dependant: Dependant) -> Iterator[Any]:
+    yield from dependant.query_params
+    for dependency in dependant.dependencies:
+        yield from _query_fields(dependency)
+
+
+def _takes_many(annotation: Any) -> bool:
+    options = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else ()
+    return any(
+        get_origin(option) in _SEQUENCES or option in _SEQUENCES
+        for option in (options or (annotation,))
+    )
+
+
+_SEQUENCES = (list, set, frozenset, tuple)
+
+
+def _refuse_before_reading(request: Request, single: set[str], takes_body: bool) -> Response | None:
+    """415 for a body that is not JSON; 422 for a one-value query parameter given more
+    than once (FastAPI would silently keep the last)."""
+    if takes_body and _has_body(request) and not _is_json(request.headers.get("content-type")):
+        return _error(415, "the body must be JSON (Content-Type: application/json)")
+    repeated = sorted(name for name in single if len(request.query_params.getlist(name)) > 1)
+    if repeated:
+        errors = [
+            {"type": "repeated", "loc": ["query", name], "msg": "given more than once"}
+            for name in repeated
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+    return None
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length")
+    return "transfer-encoding" in request.headers or (length is not None and length != "0")
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:  # no type given: read as JSON, as FastAPI does
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 def _answer(request: Request, exc: Exception) -> Response | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from omoi_os.clock import utc_now
@@ -19,3 +19,18 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(200))
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # When the last job that counts for the cooldown ended: one that consolidated
+    # something, failed or timed out (a no-op job does not silence the threshold).
+    cooldown_from: Mapped[datetime | None]
+    # A threshold crossing seen while a job was active or the cooldown ran, fired by
+    # the periodic pass once both are over.
+    threshold_crossed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index(
+            "ix_projects_threshold_crossed_at",
+            "threshold_crossed_at",
+            postgresql_where=text("threshold_crossed_at IS NOT NULL"),
+            sqlite_where=text("threshold_crossed_at IS NOT NULL"),
+        ),
+    )

@@ -275,9 +275,16 @@ class TaskQueueService:
         all its attempts goes dead instead. Returns how many tasks changed."""
         now = self._clock()
         exhausted = QueuedTask.attempts >= QueuedTask.max_attempts
+        # A task whose row is locked is being written by its worker right now (a batch
+        # holds its lease to the commit): alive, whatever the clock says. Skip it.
+        expired = (
+            select(QueuedTask.id)
+            .where(QueuedTask.state == TaskState.CLAIMED, QueuedTask.lease_expires_at < now)
+            .with_for_update(skip_locked=True)
+        )
         statement = (
             update(QueuedTask)
-            .where(QueuedTask.state == TaskState.CLAIMED, QueuedTask.lease_expires_at < now)
+            .where(QueuedTask.id.in_(expired.scalar_subquery()))
             .values(
                 state=case((exhausted, TaskState.DEAD.value), else_=TaskState.QUEUED.value),
                 finished_at=case((exhausted, literal(now, _finished_at_type)), else_=None),

@@ -146,14 +146,6 @@ def active_job_id_sql(project_id: ColumnElement[Any]) -> ScalarSelect[int]:
     )
 
 
-def last_finished_at_sql(project_id: ColumnElement[Any]) -> ScalarSelect[datetime | None]:
-    return (
-        select(func.max(ConsolidationJob.finished_at))
-        .where(ConsolidationJob.project_id == project_id)
-        .scalar_subquery()
-    )
-
-
 def get_job(session: Session, job_id: int) -> ConsolidationJob:
     job = session.get(ConsolidationJob, job_id)
     if job is None:

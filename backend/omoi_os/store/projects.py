@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
+from omoi_os.store.sql import execute_counting
 
 
 def parse_project_id(project_id: uuid.UUID | str) -> uuid.UUID:
@@ -55,7 +57,57 @@ def count_active_projects(session: Session) -> int:
     return session.scalar(select(func.count()).where(Project.is_active)) or 0
 
 
-def project_status_with(project_id: ColumnElement[Any], *columns: Any) -> Select[Any]:
-    """SELECT of whether the project is active, then `columns`, for that one project
-    (no row if it does not exist)."""
-    return select(Project.is_active, *columns).where(Project.id == project_id)
+def trigger_state(project_id: ColumnElement[Any], *columns: Any) -> Select[Any]:
+    """SELECT of what a trigger needs of one project — whether it is active, when its
+    cooldown started, whether a crossing is deferred — then `columns` (no row if the
+    project does not exist)."""
+    return select(
+        Project.is_active,
+        Project.cooldown_from,
+        Project.threshold_crossed_at.is_not(None),
+        *columns,
+    ).where(Project.id == project_id)
+
+
+def start_cooldown(session: Session, project_ids: list[uuid.UUID], *, at: datetime) -> None:
+    """The projects' cooldown runs from `at`."""
+    if project_ids:
+        session.execute(update(Project).where(Project.id.in_(project_ids)).values(cooldown_from=at))
+
+
+def defer_crossing(session: Session, project_id: uuid.UUID, *, at: datetime) -> None:
+    """Remember a crossing that cannot fire yet (the first one is kept)."""
+    session.execute(
+        update(Project)
+        .where(Project.id == project_id, Project.threshold_crossed_at.is_(None))
+        .values(threshold_crossed_at=at)
+    )
+
+
+def clear_deferred_crossings(
+    session: Session, project_ids: Select[Any] | Sequence[uuid.UUID]
+) -> int:
+    """Forget the deferred crossings of these projects (ids, or a SELECT of them)."""
+    if not isinstance(project_ids, Select) and not project_ids:
+        return 0
+    statement = (
+        update(Project)
+        .where(Project.id.in_(project_ids), Project.threshold_crossed_at.is_not(None))
+        .values(threshold_crossed_at=None)
+    )
+    return execute_counting(session, statement)
+
+
+def with_deferred_crossing() -> Select[Any]:
+    """SELECT of the projects with a deferred crossing (the partial index serves it)."""
+    return select(Project.id).where(Project.threshold_crossed_at.is_not(None))
+
+
+def cooled_down(project_id: ColumnElement[Any], *, before: datetime) -> ColumnElement[bool]:
+    """SQL: the project is active and its cooldown, if any, started before `before`."""
+    project = select(Project.id).where(
+        Project.id == project_id,
+        Project.is_active,
+        or_(Project.cooldown_from.is_(None), Project.cooldown_from <= before),
+    )
+    return project.exists()

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
+from omoi_os.config import AppSettings
 from omoi_os.models import ConsolidationJob, JobStatus, Project, TriggerType
 from omoi_os.services.database import DatabaseService
 from tests.support.factories import T0, Factories
@@ -161,3 +162,20 @@ def test_datetimes_come_back_aware_and_utc(db: DatabaseService, factories: Facto
         assert stored is not None
         assert stored.created_at == T0
         assert stored.created_at.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_pool_holds_what_the_settings_say_and_never_overflows(
+    kind: str, tmp_path: Path
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'p.db'}"
+        if kind == "sqlite"
+        else "postgresql+psycopg://u@127.0.0.1/never_connected"
+    )
+    settings = AppSettings(database_url=url, worker_concurrency=32, database_api_connections=5)
+    db = DatabaseService(settings=settings)
+
+    assert db.engine.pool.size() == 2 * 32 + 2 + 5  # type: ignore[attr-defined]
+    assert db.engine.pool._max_overflow == 0  # type: ignore[attr-defined]
+    db.dispose()

@@ -11,9 +11,12 @@ from datetime import datetime
 from sqlalchemy import update
 
 from omoi_os.models import ConsolidationJob, JobStatus, MemoryType, TaskMemory
+from omoi_os.services.consolidation.decisions import starts_cooldown
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService, NewMemory
+from omoi_os.store import projects as project_store
+from omoi_os.store.sql import execute_counting
 
 MakeTriggers = Callable[..., ConsolidationTriggerService]
 
@@ -36,15 +39,23 @@ def write_memories(
 
 
 def finish_job(
-    db: DatabaseService, job_id: int, when: datetime, *, consolidate: bool = False
+    db: DatabaseService,
+    job_id: int,
+    when: datetime,
+    *,
+    status: JobStatus = JobStatus.COMPLETED,
+    consolidate: bool = False,
 ) -> None:
-    """Stand in for the worker: the job completed at `when` (and, with `consolidate`,
-    consolidated every memory)."""
+    """Stand in for the worker: the job ended in `status` at `when` (and, with
+    `consolidate`, consolidated every memory), starting the project's cooldown as the
+    worker would (decisions.starts_cooldown)."""
     with db.transaction() as session:
-        session.execute(
-            update(ConsolidationJob)
-            .where(ConsolidationJob.id == job_id)
-            .values(status=JobStatus.COMPLETED, started_at=when, finished_at=when)
-        )
+        job = session.get(ConsolidationJob, job_id)
+        assert job is not None
+        job.status, job.started_at, job.finished_at = status, when, when
+        consolidated = 0
         if consolidate:
-            session.execute(update(TaskMemory).values(is_consolidated=True, consolidated_at=when))
+            marked = update(TaskMemory).values(is_consolidated=True, consolidated_at=when)
+            consolidated = execute_counting(session, marked)
+        if starts_cooldown(status, consolidated):
+            project_store.start_cooldown(session, [job.project_id], at=when)

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, status
 
 from omoi_os.api.deps import Principal, Runtime
-from omoi_os.api.errors import ConsolidationRoute, error_responses
+from omoi_os.api.errors import ConsolidationRoute, error_responses, get_and_head
 from omoi_os.api.schemas import JobCreate, JobOut, JobPage
 from omoi_os.models import JobStatus, TriggerType
 
@@ -20,7 +20,7 @@ MAX_PAGE = 200
     "/projects/{project_id}/consolidation-jobs",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses=error_responses(400, 404, 409),
+    responses=error_responses(400, 415, 404, 409),
 )
 def trigger_consolidation(
     project_id: uuid.UUID, principal: Principal, runtime: Runtime, body: JobCreate | None = None
@@ -34,13 +34,16 @@ def trigger_consolidation(
     return JobOut.model_validate(runtime.jobs.get(job_id))
 
 
-@router.get("/consolidation-jobs/{job_id}", response_model=JobOut, responses=error_responses(404))
+@get_and_head(
+    router, "/consolidation-jobs/{job_id}", response_model=JobOut, responses=error_responses(404)
+)
 def read_job(job_id: JobId, runtime: Runtime) -> JobOut:
     """Read one consolidation job."""
     return JobOut.model_validate(runtime.jobs.get(job_id))
 
 
-@router.get(
+@get_and_head(
+    router,
     "/projects/{project_id}/consolidation-jobs",
     response_model=JobPage,
     responses=error_responses(404),

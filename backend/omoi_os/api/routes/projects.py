@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter, status
 
 from omoi_os.api.deps import Runtime
-from omoi_os.api.errors import ConsolidationRoute, error_responses
+from omoi_os.api.errors import ConsolidationRoute, error_responses, get_and_head
 from omoi_os.api.schemas import (
     MemoryCreate,
     MemoryCreated,
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/projects", tags=["projects"], route_class=Consolidat
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ProjectOut,
-    responses=error_responses(400),
+    responses=error_responses(400, 415),
 )
 def create_project(body: ProjectCreate, runtime: Runtime) -> ProjectOut:
     """Create a project."""
@@ -31,13 +31,13 @@ def create_project(body: ProjectCreate, runtime: Runtime) -> ProjectOut:
     return ProjectOut.model_validate(project)
 
 
-@router.get("/{project_id}", response_model=ProjectOut, responses=error_responses(404))
+@get_and_head(router, "/{project_id}", response_model=ProjectOut, responses=error_responses(404))
 def get_project(project_id: uuid.UUID, runtime: Runtime) -> ProjectOut:
     """Read a project."""
     return ProjectOut.model_validate(runtime.projects.get(project_id))
 
 
-@router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(400, 404))
+@router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(400, 415, 404))
 def update_project(project_id: uuid.UUID, body: ProjectUpdate, runtime: Runtime) -> ProjectOut:
     """Rename a project, or (de)activate it. Inactive projects are not consolidated."""
     project = runtime.projects.update(project_id, name=body.name, is_active=body.is_active)
@@ -48,7 +48,7 @@ def update_project(project_id: uuid.UUID, body: ProjectUpdate, runtime: Runtime)
     "/{project_id}/memories",
     status_code=status.HTTP_201_CREATED,
     response_model=MemoryCreated,
-    responses=error_responses(400, 404),
+    responses=error_responses(400, 415, 404),
 )
 def create_memory(project_id: uuid.UUID, body: MemoryCreate, runtime: Runtime) -> MemoryCreated:
     """Store a memory. It commits first; then the threshold check runs, and the answer

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from omoi_os.api.deps import Runtime
-from omoi_os.api.errors import ConsolidationRoute
+from omoi_os.api.errors import ConsolidationRoute, get_and_head
 from omoi_os.api.schemas import HealthOut, ScheduleOut
 
 logger = logging.getLogger(__name__)
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["system"], route_class=ConsolidationRoute)
 
 
-@router.get("/consolidation/schedule", response_model=ScheduleOut)
+@get_and_head(router, "/consolidation/schedule", response_model=ScheduleOut)
 def read_schedule(runtime: Runtime) -> ScheduleOut:
     """The consolidation schedule, its next run, and the trigger settings."""
     settings, triggers = runtime.settings, runtime.triggers
@@ -35,7 +35,7 @@ def read_schedule(runtime: Runtime) -> ScheduleOut:
     )
 
 
-ops_router = APIRouter(tags=["system"])
+ops_router = APIRouter(tags=["system"], route_class=ConsolidationRoute)
 
 HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Database reachable and scheduler running", "model": HealthOut},
@@ -43,7 +43,7 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@ops_router.get("/healthz", response_model=None, responses=HEALTH_RESPONSES)
+@get_and_head(ops_router, "/healthz", response_model=None, responses=HEALTH_RESPONSES)
 def health(runtime: Runtime) -> JSONResponse:
     """200 when the database answers and the scheduler runs; 503 otherwise."""
     try:
@@ -64,7 +64,7 @@ def health(runtime: Runtime) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
 
 
-@ops_router.get("/metrics", response_class=Response)
+@get_and_head(ops_router, "/metrics", response_class=Response)
 def metrics(runtime: Runtime) -> Response:
     """Prometheus metrics (text exposition format)."""
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

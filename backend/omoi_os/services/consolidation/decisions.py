@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from omoi_os.models import JobStatus
 from omoi_os.schedule import CronSchedule
 
 # A scheduler callback may run a moment before the clock it reads says the tick
@@ -36,8 +37,9 @@ class ThresholdProbe:
     """What the threshold check knows about a project, read in one query."""
 
     project_active: bool
+    cooldown_from: datetime | None  # when the last job that counts for the cooldown ended
+    crossing_deferred: bool  # a crossing already waits for the job or the cooldown
     active_job_id: int | None
-    last_finished_at: datetime | None
     unconsolidated: int  # counted up to the threshold, never further
 
 
@@ -45,8 +47,8 @@ def threshold_crossed(unconsolidated: int, threshold: int) -> bool:
     return unconsolidated >= threshold
 
 
-def cooldown_over(last_finished_at: datetime | None, now: datetime, cooldown: timedelta) -> bool:
-    return last_finished_at is None or now - last_finished_at >= cooldown
+def cooldown_over(cooldown_from: datetime | None, now: datetime, cooldown: timedelta) -> bool:
+    return cooldown_from is None or now - cooldown_from >= cooldown
 
 
 def decide_threshold(
@@ -55,13 +57,30 @@ def decide_threshold(
     """Should this memory write start a consolidation job?"""
     if not probe.project_active:
         return TriggerOutcome.SKIPPED_INACTIVE
-    if probe.active_job_id is not None:
-        return TriggerOutcome.SKIPPED_ACTIVE
     if not threshold_crossed(probe.unconsolidated, threshold):
         return TriggerOutcome.SKIPPED_BELOW_THRESHOLD
-    if not cooldown_over(probe.last_finished_at, now, cooldown):
+    if probe.active_job_id is not None:
+        return TriggerOutcome.SKIPPED_ACTIVE
+    if not cooldown_over(probe.cooldown_from, now, cooldown):
         return TriggerOutcome.SKIPPED_COOLDOWN
     return TriggerOutcome.CREATED
+
+
+def defer_crossing(probe: ThresholdProbe, outcome: TriggerOutcome) -> bool:
+    """Should the check remember this crossing, to fire it once the active job or the
+    cooldown is over? (Only the first such crossing is remembered.)"""
+    waiting = outcome in (TriggerOutcome.SKIPPED_ACTIVE, TriggerOutcome.SKIPPED_COOLDOWN)
+    return waiting and not probe.crossing_deferred
+
+
+def starts_cooldown(status: JobStatus, memories_consolidated: int) -> bool:
+    """Does a job that ended so start its project's cooldown? One that consolidated
+    something does, and so does a failure (it damps retry storms); a completed or
+    cancelled job that consolidated nothing (a dry run, a scope that matched nothing,
+    a no-op) does not."""
+    if status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+        return True
+    return status is JobStatus.COMPLETED and memories_consolidated > 0
 
 
 def due_tick(schedule: CronSchedule, now: datetime) -> datetime | None:

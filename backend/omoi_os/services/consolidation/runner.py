@@ -34,6 +34,18 @@ from omoi_os.store import jobs as job_store
 from omoi_os.store import memories as memory_store
 
 _STREAM_ROWS = 10_000
+_BEAT_EVERY_ROWS = 1_000  # how often a long scan looks at the timer
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A sign of life to give every `interval` seconds while a long step runs."""
+
+    beat: Callable[[], None]
+    interval: float
+
+    def __call__(self) -> None:
+        self.beat()
 
 
 class RunEnd(StrEnum):
@@ -118,19 +130,21 @@ class ConsolidationRunner:
         deadline: float,
         keep_going: Callable[[], bool],
         in_batch: Callable[[Session], None],
-        after_setup: Callable[[], None] = lambda: None,
+        heartbeat: Heartbeat | None = None,
     ) -> tuple[RunEnd, Progress]:
         """Batches until the scope is done, `deadline` (on the timer) passes, or
-        `keep_going()` says stop. `in_batch` runs inside each batch's transaction before
-        it commits (the worker renews its lease there; raising rolls the batch back);
-        `after_setup` runs once the project's score cutoffs are read, which on a large
-        project takes a while (the worker renews its lease)."""
+        `keep_going()` says stop. `in_batch` runs first inside each batch's transaction
+        (the worker renews its lease there, and holds it to the commit; raising rolls the
+        batch back). `heartbeat` is called every `interval` seconds, on the timer, while
+        a long step outside a batch runs (reading a large project's scores), and once
+        after it, so that step never outlasts the worker's lease."""
         started = self._timer()
         now = self._clock()  # one instant for the whole run: ages and cutoffs agree
         progress = Progress.resume(job.previous_result, dry_run=job.scope.dry_run)
         earlier = progress.duration_seconds
-        cutoffs = self._cutoffs(job.project_id, now)
-        after_setup()
+        beat = heartbeat or Heartbeat(lambda: None, interval=float("inf"))
+        cutoffs = self._cutoffs(job.project_id, now, beat)
+        beat()
         after_id = 0
         end = RunEnd.COMPLETED
         while True:
@@ -149,14 +163,18 @@ class ConsolidationRunner:
         progress.duration_seconds = earlier + self._timer() - started
         return end, progress
 
-    def _cutoffs(self, project_id: uuid.UUID, now: datetime) -> TierCutoffs:
+    def _cutoffs(self, project_id: uuid.UUID, now: datetime, beat: Heartbeat) -> TierCutoffs:
         """The project's top-10% and top-30% scores, over all its memories, streamed so
         that only the scores stay in memory."""
         statement = memory_store.project_scoring_rows(project_id)
         scores = array("d")
+        next_beat = self._timer() + beat.interval
         with self._db.read() as session:
             rows = session.connection().execution_options(yield_per=_STREAM_ROWS).execute(statement)
-            for memory_type, reused_count, learned_at, success in rows:
+            for position, (memory_type, reused_count, learned_at, success) in enumerate(rows):
+                if position % _BEAT_EVERY_ROWS == 0 and self._timer() >= next_beat:
+                    beat()
+                    next_beat = self._timer() + beat.interval
                 scores.append(
                     value_score(
                         memory_type=memory_type,
@@ -180,6 +198,9 @@ class ConsolidationRunner:
         """Score, tier and (unless dry) mark the next batch, and save the totals, in one
         transaction. Returns the batch's last memory id, or None when nothing is left."""
         with self._db.transaction() as session:
+            # The lease first: its queue row, locked to the commit, is the first lock of
+            # the batch (invariant 7), and no one can reclaim the task mid-batch.
+            in_batch(session)
             rows = session.connection().execute(self._next_batch(job, now, after_id)).all()
             if not rows:
                 return None
@@ -196,7 +217,6 @@ class ConsolidationRunner:
             progress.add(marks.tiers)
             earlier, started = clock_base
             progress.duration_seconds = earlier + self._timer() - started
-            in_batch(session)  # the lease: the queue row before the job's (invariant 7)
             if not job_store.save_progress(session, job.id, progress.to_document()):
                 raise JobVanished(f"job {job.id} is no longer running")
         return int(rows[-1].id)

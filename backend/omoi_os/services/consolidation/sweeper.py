@@ -20,6 +20,7 @@ from omoi_os.models import JobStatus
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
+from omoi_os.store import projects as project_store
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class Sweeper:
                 job_store.CONSOLIDATION_TASK, job_store.job_task_id_sql()
             )
             failed = job_store.fail_active_jobs(session, dead_task=dead_task, now=now)
+            # A job that failed or timed out starts its project's cooldown (retry storms).
+            ended = [project_id for _, project_id in timed_out + failed]
+            project_store.start_cooldown(session, ended, at=now)
         self._report(JobStatus.TIMED_OUT, timed_out, "timed out")
         self._report(JobStatus.FAILED, failed, "failed: its queue task is dead")
         return [job_id for job_id, _ in timed_out + failed]

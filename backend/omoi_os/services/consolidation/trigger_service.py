@@ -59,7 +59,8 @@ class ConsolidationTriggerService:
     ) -> None:
         """`db` is the database handle (a Session lends only its engine; the session
         itself is never kept). `periodic` are further steps of the scheduler's
-        periodic pass (the sweeper, retention), run after the tick catch-up."""
+        periodic pass (the sweeper, retention), run after the tick catch-up and the
+        deferred threshold crossings."""
         self.db = db if isinstance(db, DatabaseService) else DatabaseService.for_session(db)
         self.settings = settings or get_app_settings()
         self.schedule = self.settings.schedule
@@ -85,7 +86,7 @@ class ConsolidationTriggerService:
         self.scheduler = ConsolidationScheduler(
             self.schedule,
             on_tick=self.ticks.run_due,
-            periodic=[self.ticks.run_due, *periodic],
+            periodic=[self.ticks.run_due, self.threshold.fire_deferred, *periodic],
             in_flight=in_flight,
             interval=periodic_interval,
             stop_timeout=stop_timeout,

@@ -31,8 +31,10 @@ from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import JobStatus
+from omoi_os.services.consolidation.decisions import starts_cooldown
 from omoi_os.services.consolidation.runner import (
     ConsolidationRunner,
+    Heartbeat,
     JobToRun,
     JobVanished,
     Progress,
@@ -48,11 +50,14 @@ from omoi_os.services.task_queue import (
 )
 from omoi_os.services.threads import Wakeup
 from omoi_os.store import jobs as job_store
+from omoi_os.store import projects as project_store
 
 logger = logging.getLogger(__name__)
 
 TASK_TYPES = (job_store.CONSOLIDATION_TASK,)
 RECLAIM_INTERVAL_S = 5.0
+# A long step outside a batch renews the lease this many times per lease period.
+HEARTBEATS_PER_LEASE = 3
 DEFAULT_STOP_TIMEOUT = 30.0
 
 
@@ -240,7 +245,10 @@ class ConsolidationWorker:
                 deadline=deadline,
                 keep_going=self._keep_going,
                 in_batch=lambda session: self._hold_lease(task, session),
-                after_setup=lambda: self._hold_lease(task, None),
+                heartbeat=Heartbeat(
+                    lambda: self._hold_lease(task, None),
+                    interval=self._lease.total_seconds() / HEARTBEATS_PER_LEASE,
+                ),
             )
         except (LeaseLost, JobVanished) as exc:
             logger.warning("job %d: stopped working on it: %s", job.id, exc)
@@ -270,7 +278,7 @@ class ConsolidationWorker:
         result = progress.to_document()
         if end is RunEnd.STOPPED:
             released = self._settle(
-                job, JobStatus.PENDING, lambda session: self._release(task, session), result=result
+                job, progress, JobStatus.PENDING, lambda s: self._release(task, s), result=result
             )
             if released:
                 logger.info(
@@ -288,7 +296,7 @@ class ConsolidationWorker:
                 "later job"
             )
         completed = self._settle(
-            job, status, lambda session: self._complete(task, session), result=result, error=error
+            job, progress, status, lambda s: self._complete(task, s), result=result, error=error
         )
         if completed:
             self._metrics.jobs_finished.labels(status.value).inc()
@@ -298,7 +306,14 @@ class ConsolidationWorker:
                 job.project_id,
                 status,
                 progress.memories_processed,
-                progress.tiers,
+                result["tiers"],
+                extra={
+                    "action": "job_finished",
+                    "status": status.value,
+                    "job_id": job.id,
+                    "project_id": str(job.project_id),
+                    "memories_processed": progress.memories_processed,
+                },
             )
 
     def _fail(self, task: ClaimedTask, job: JobToRun, error: str) -> None:
@@ -306,7 +321,7 @@ class ConsolidationWorker:
         will_retry = task.attempts < task.max_attempts
         status = JobStatus.PENDING if will_retry else JobStatus.FAILED
         if not self._settle(
-            job, status, lambda session: self._fail_task(task, error, session), error=error
+            job, None, status, lambda session: self._fail_task(task, error, session), error=error
         ):
             return
         if status is JobStatus.FAILED:
@@ -318,11 +333,19 @@ class ConsolidationWorker:
             task.attempts,
             "will retry" if will_retry else "giving up",
             error,
+            extra={
+                "action": "job_attempt_failed",
+                "job_id": job.id,
+                "project_id": str(job.project_id),
+                "attempt": task.attempts,
+                "will_retry": will_retry,
+            },
         )
 
     def _settle(
         self,
         job: JobToRun,
+        progress: Progress | None,
         status: JobStatus,
         settle_task: Callable[[Session], bool],
         *,
@@ -330,18 +353,22 @@ class ConsolidationWorker:
         error: str | None = None,
     ) -> bool:
         """Settle the job's queue task and write the job's new status in one transaction,
-        the queue row first (invariant 7, docs/invariants.md: no deadlock).
-        Nothing is written unless this worker still holds the task and the job is still
-        running: a worker that stalled past its lease must not overwrite another's work.
-        Returns whether it was written."""
+        the queue row first, the project's cooldown last (invariant 7,
+        docs/invariants.md: no deadlock). Nothing is written unless this worker still
+        holds the task and the job is still running: a worker that stalled past its
+        lease must not overwrite another's work. Returns whether it was written."""
+        now = self._clock()
+        consolidated = progress.memories_consolidated if progress else 0
         try:
             with self._db.transaction() as session:
                 if not settle_task(session):
                     raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
                 if not job_store.finish_job(
-                    session, job.id, status=status, now=self._clock(), result=result, error=error
+                    session, job.id, status=status, now=now, result=result, error=error
                 ):
                     raise JobVanished(f"job {job.id} is no longer running")
+                if starts_cooldown(status, consolidated):
+                    project_store.start_cooldown(session, [job.project_id], at=now)
         except (JobVanished, LeaseLost) as exc:
             logger.warning("job %d: not settled as %s: %s", job.id, status, exc)
             return False

@@ -16,6 +16,7 @@ from omoi_os.services.consolidation.decisions import (
     cooldown_over,
     decide_catch_up,
     decide_threshold,
+    defer_crossing,
     threshold_crossed,
 )
 from omoi_os.services.consolidation.scope import ConsolidationScope, parse_scope
@@ -27,8 +28,9 @@ COOLDOWN = timedelta(minutes=5)
 def probe(**overrides: object) -> ThresholdProbe:
     values: dict[str, object] = {
         "project_active": True,
+        "cooldown_from": None,
+        "crossing_deferred": False,
         "active_job_id": None,
-        "last_finished_at": None,
         "unconsolidated": 100,
     }
     return ThresholdProbe(**(values | overrides))  # type: ignore[arg-type]
@@ -53,17 +55,37 @@ def test_cooldown_is_over_at_exactly_its_end() -> None:
         ({"unconsolidated": 99}, TriggerOutcome.SKIPPED_BELOW_THRESHOLD),
         ({"active_job_id": 7}, TriggerOutcome.SKIPPED_ACTIVE),
         ({"project_active": False}, TriggerOutcome.SKIPPED_INACTIVE),
-        ({"last_finished_at": NOW - timedelta(minutes=1)}, TriggerOutcome.SKIPPED_COOLDOWN),
-        ({"last_finished_at": NOW - timedelta(minutes=5)}, TriggerOutcome.CREATED),
-        # An active job wins over the cooldown; inactivity over everything.
-        ({"active_job_id": 7, "last_finished_at": NOW}, TriggerOutcome.SKIPPED_ACTIVE),
+        ({"cooldown_from": NOW - timedelta(minutes=1)}, TriggerOutcome.SKIPPED_COOLDOWN),
+        ({"cooldown_from": NOW - timedelta(minutes=5)}, TriggerOutcome.CREATED),
+        # An active job wins over the cooldown; inactivity over everything; below the
+        # threshold, nothing waits (nothing is deferred).
+        ({"active_job_id": 7, "cooldown_from": NOW}, TriggerOutcome.SKIPPED_ACTIVE),
         ({"project_active": False, "active_job_id": 7}, TriggerOutcome.SKIPPED_INACTIVE),
+        ({"unconsolidated": 99, "active_job_id": 7}, TriggerOutcome.SKIPPED_BELOW_THRESHOLD),
     ],
 )
 def test_decide_threshold(overrides: dict[str, object], outcome: TriggerOutcome) -> None:
     assert (
         decide_threshold(probe(**overrides), threshold=100, cooldown=COOLDOWN, now=NOW) is outcome
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "deferred"),
+    [
+        ({"active_job_id": 7}, True),
+        ({"cooldown_from": NOW}, True),
+        ({"active_job_id": 7, "crossing_deferred": True}, False),  # the first one is kept
+        ({"unconsolidated": 99, "active_job_id": 7}, False),
+        ({}, False),  # created: nothing to defer
+        ({"project_active": False, "active_job_id": 7}, False),
+    ],
+)
+def test_which_crossings_are_deferred(overrides: dict[str, object], deferred: bool) -> None:
+    seen = probe(**overrides)
+    outcome = decide_threshold(seen, threshold=100, cooldown=COOLDOWN, now=NOW)
+
+    assert defer_crossing(seen, outcome) is deferred
 
 
 @pytest.mark.parametrize(

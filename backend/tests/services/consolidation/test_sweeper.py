@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
-from omoi_os.models import JobStatus, QueuedTask, TaskState
+from omoi_os.models import JobStatus, Project, QueuedTask, TaskState
 from omoi_os.services.consolidation.sweeper import TIMEOUT_GRACE, Sweeper
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.database import DatabaseService
@@ -76,6 +76,8 @@ def test_sweeper_times_out_an_overrunning_job_and_frees_the_project(
 
     (job,) = stored_jobs(db)
     assert (job.status, job.finished_at) == (JobStatus.TIMED_OUT, clock())
+    with db.read() as session:  # a timed-out job starts the project's cooldown
+        assert session.get(Project, project.id).cooldown_from == clock()  # type: ignore[union-attr]
     assert job.error == (
         "ran longer than consolidation_timeout (600 s) plus 60 s; ended by the sweeper"
     )

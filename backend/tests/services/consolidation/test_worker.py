@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
+from sqlalchemy.exc import OperationalError
 
 from omoi_os.config import AppSettings
 from omoi_os.models import (
@@ -28,6 +29,7 @@ from omoi_os.models import (
     TaskState,
     TriggerType,
 )
+from omoi_os.services.consolidation import worker as worker_module
 from omoi_os.services.consolidation.runner import ConsolidationRunner
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.worker import ConsolidationWorker
@@ -660,3 +662,118 @@ def test_a_killed_worker_process_leaves_the_job_to_another(
         task = session.scalars(select(QueuedTask)).one()
     assert (task.state, task.attempts) == (TaskState.DONE, 2)
     assert job.trigger_type is TriggerType.MANUAL
+
+
+# --- a long step keeps its lease ------------------------------------------------------------
+
+
+class _RivalReclaimingTimer:
+    """The worker's timer. Each look at it is half a second of (fake) time, during which
+    another worker looks for dead leases and reclaims what it finds: a long scan of a
+    big project in miniature. The rival never waits for a lock: on SQLite it gives up
+    while a batch holds the write lock, on PostgreSQL it skips the locked task."""
+
+    def __init__(self, db: DatabaseService, clock: FakeClock, lease: timedelta) -> None:
+        self._rival_db = DatabaseService(db.url)
+        if self._rival_db.dialect == "sqlite":
+            event.listen(self._rival_db.engine, "connect", _no_busy_wait)
+        self._rival = TaskQueueService(clock=clock, lease=lease)
+        self._clock = clock
+        self.reclaimed = 0
+        self.looks = 0
+
+    def __call__(self) -> float:
+        self._clock.advance(timedelta(seconds=0.5))
+        self.looks += 1
+        try:
+            with self._rival_db.transaction() as session:
+                self.reclaimed += self._rival.reclaim_expired(session=session)
+        except OperationalError:  # SQLite: locked by the worker's batch; try next time
+            pass
+        return (self._clock() - T0).total_seconds()
+
+    def close(self) -> None:
+        self._rival_db.dispose()
+
+
+def _no_busy_wait(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA busy_timeout=0")
+
+
+def _long_scan_worker(
+    db: DatabaseService, clock: FakeClock, timer: _RivalReclaimingTimer
+) -> ConsolidationWorker:
+    settings = _settings(db, worker_lease_seconds=3, worker_batch_size=2000)
+    queue = TaskQueueService(clock=clock, lease=timedelta(seconds=3))
+    return ConsolidationWorker(db, settings=settings, queue=queue, clock=clock, timer=timer)
+
+
+def test_a_long_score_scan_keeps_the_lease_of_a_live_worker(
+    db: DatabaseService, factories: Factories, clock: FakeClock
+) -> None:
+    project = factories.project()
+    factories.memories(project.id, 6000)  # the scan looks at the timer every 1,000 rows
+    timer = _RivalReclaimingTimer(db, clock, timedelta(seconds=3))
+    worker = _long_scan_worker(db, clock, timer)
+    job_id = ConsolidationTriggerService(
+        db, settings=worker.settings, clock=clock
+    ).trigger_consolidation_sync(project.id)
+
+    assert worker.run_once() is True
+    timer.close()
+
+    assert timer.looks > 12  # the scan and the batches took far longer than the lease
+    job = stored_job(db, job_id)
+    assert job.status is JobStatus.COMPLETED
+    assert job.result is not None and job.result["memories_consolidated"] == 6000
+    assert timer.reclaimed == 0  # never taken for dead
+    (task,) = factories.queue_rows()
+    assert (task.state, task.attempts) == (TaskState.DONE, 1)
+
+
+def test_without_heartbeats_the_same_scan_loses_its_lease(
+    db: DatabaseService,
+    factories: Factories,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The failure the heartbeats prevent, reproduced with a short lease: a live worker
+    whose scan outlasts its lease is reclaimed as dead, and its work is thrown away."""
+    monkeypatch.setattr(worker_module, "HEARTBEATS_PER_LEASE", 1e-9)  # one beat a century
+    project = factories.project()
+    factories.memories(project.id, 6000)
+    timer = _RivalReclaimingTimer(db, clock, timedelta(seconds=3))
+    worker = _long_scan_worker(db, clock, timer)
+    job_id = ConsolidationTriggerService(
+        db, settings=worker.settings, clock=clock
+    ).trigger_consolidation_sync(project.id)
+
+    with caplog.at_level(logging.WARNING):
+        assert worker.run_once() is True
+    timer.close()
+
+    assert timer.reclaimed == 1
+    assert stored_job(db, job_id).status is JobStatus.RUNNING  # left for the next claim
+    assert _unconsolidated(db) == 6000  # nothing it did was kept
+    (task,) = factories.queue_rows()
+    assert task.state == TaskState.QUEUED
+
+
+def test_the_finished_job_log_line_names_tiers_by_their_values(
+    db: DatabaseService, factories: Factories, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _settings(db)
+    project = factories.project()
+    factories.memories(project.id, 3)
+    ConsolidationTriggerService(db, settings=settings).trigger_consolidation_sync(project.id)
+    worker = ConsolidationWorker(db, settings=settings)
+
+    with caplog.at_level(logging.INFO):
+        assert worker.run_once() is True
+
+    finished = one(caplog, "job_finished")
+    assert finished.getMessage().endswith(
+        "completed, 3 memories ({'hot': 3, 'warm': 0, 'cold': 0})"  # equal scores: all top 10%
+    )
+    assert "MemoryTier" not in caplog.text

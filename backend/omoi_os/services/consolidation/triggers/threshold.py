@@ -4,7 +4,9 @@ over.
 
 One query gathers what the decision needs, counting the backlog no further than the
 threshold, so its cost does not grow with the backlog; the decision itself is a pure
-function (decisions.decide_threshold).
+function (decisions.decide_threshold). A crossing that comes while a job is active or
+the cooldown runs is remembered on the project, and the periodic pass fires it once
+both are over (`fire_deferred`), so it is never lost waiting for the next write.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, Select, Uuid, bindparam, literal, select
+from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock
 from omoi_os.config import AppSettings
@@ -26,6 +29,7 @@ from omoi_os.services.consolidation.decisions import (
     ThresholdProbe,
     TriggerOutcome,
     decide_threshold,
+    defer_crossing,
 )
 from omoi_os.services.consolidation.scope import DEFAULT_SCOPE
 from omoi_os.services.consolidation.triggers.job_writer import JobWriter
@@ -41,10 +45,9 @@ THRESHOLD_PRINCIPAL = "threshold"
 
 def _probe_statement() -> Select[Any]:
     project_id = bindparam("project_id", type_=Uuid)
-    return project_store.project_status_with(
+    return project_store.trigger_state(
         project_id,
         job_store.active_job_id_sql(project_id),
-        job_store.last_finished_at_sql(project_id),
         memory_store.unconsolidated_count_upto(project_id, bindparam("threshold", type_=Integer)),
     )
 
@@ -103,23 +106,67 @@ class ThresholdTrigger:
             row = session.connection().execute(PROBE, params).one_or_none()
             if row is None:
                 raise ProjectNotFound(project)
-            outcome = decide_threshold(
-                ThresholdProbe(*row),
-                threshold=threshold,
-                cooldown=timedelta(seconds=self._settings.consolidation_cooldown),
-                now=now,
-            )
+            probe = ThresholdProbe(*row)
+            outcome = decide_threshold(probe, threshold=threshold, cooldown=self._cooldown, now=now)
+            if defer_crossing(probe, outcome):
+                project_store.defer_crossing(session, project, at=now)
             if outcome is not TriggerOutcome.CREATED:
                 return None, outcome
-            debounce = timedelta(seconds=self._settings.consolidation_debounce)
-            created = self._writer.write(
-                session,
-                select(literal(project)),
-                trigger_type=TriggerType.THRESHOLD,
-                scope=DEFAULT_SCOPE,
-                triggered_by=THRESHOLD_PRINCIPAL,
-                available_at=now + debounce,
-            )
+            created = self._write(session, select(literal(project)), now)
+            if created and probe.crossing_deferred:
+                project_store.clear_deferred_crossings(session, [project])
         if not created:  # a concurrent write crossed the threshold first and its job won
             return None, TriggerOutcome.SKIPPED_ACTIVE
         return created[0].id, TriggerOutcome.CREATED
+
+    def fire_deferred(self) -> list[int]:
+        """The periodic pass's step: start a job for every project whose crossing was
+        deferred and can fire now (no active job, cooldown over, still at or over the
+        threshold), set-based; forget the crossings that fired or no longer hold.
+        Its cost is bounded by the projects with a deferred crossing."""
+        threshold = self._settings.consolidation_threshold
+        now = self._clock()
+        marked = project_store.with_deferred_crossing()
+        project_id = marked.selected_columns[0]
+        backlog = memory_store.unconsolidated_count_upto(project_id, literal(threshold))
+        due = marked.where(
+            project_store.cooled_down(project_id, before=now - self._cooldown),
+            ~job_store.has_active_job(project_id),
+            backlog >= threshold,
+        )
+        with self._db.transaction() as session:
+            created = self._write(session, due, now)
+            project_store.clear_deferred_crossings(session, [job.project_id for job in created])
+            project_store.clear_deferred_crossings(session, marked.where(backlog < threshold))
+        for job in created:
+            self._metrics.count_trigger(TriggerType.THRESHOLD, TriggerOutcome.CREATED)
+            logger.info(
+                "threshold trigger for project %s: created job %d (a crossing deferred by "
+                "its cooldown or active job)",
+                job.project_id,
+                job.id,
+                extra={
+                    "action": "job_created",
+                    "trigger_type": "threshold",
+                    "deferred": True,
+                    "job_id": job.id,
+                    "project_id": str(job.project_id),
+                },
+            )
+        return [job.id for job in created]
+
+    @property
+    def _cooldown(self) -> timedelta:
+        return timedelta(seconds=self._settings.consolidation_cooldown)
+
+    def _write(
+        self, session: Session, project_ids: Select[Any], now: datetime
+    ) -> list[job_store.NewJob]:
+        return self._writer.write(
+            session,
+            project_ids,
+            trigger_type=TriggerType.THRESHOLD,
+            scope=DEFAULT_SCOPE,
+            triggered_by=THRESHOLD_PRINCIPAL,
+            available_at=now + timedelta(seconds=self._settings.consolidation_debounce),
+        )

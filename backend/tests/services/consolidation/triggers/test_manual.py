@@ -86,7 +86,7 @@ def test_manual_trigger_ignores_the_cooldown(
     project = factories.project()
     triggers = make_triggers(consolidation_cooldown=3600)
     first = triggers.trigger_consolidation_sync(project.id)
-    finish_job(db, first, clock())
+    finish_job(db, first, clock(), status=JobStatus.FAILED)
     # The cooldown is in effect: the threshold, with its backlog reached, holds back.
     factories.memories(project.id, 10)
     assert triggers.check_threshold_triggers_sync(project.id) is None
@@ -96,7 +96,7 @@ def test_manual_trigger_ignores_the_cooldown(
 
     assert second != first
     assert [(job.id, job.status) for job in stored_jobs(db)] == [
-        (first, JobStatus.COMPLETED),
+        (first, JobStatus.FAILED),
         (second, JobStatus.PENDING),
     ]
     assert [row.task_id for row in factories.queue_rows()] == [

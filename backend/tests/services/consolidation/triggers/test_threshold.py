@@ -13,16 +13,18 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from omoi_os.config import AppSettings
 from omoi_os.models import (
     JobStatus,
     MemoryType,
+    Project,
     QueuedTask,
     TaskMemory,
     TriggerType,
 )
+from omoi_os.services.consolidation.decisions import starts_cooldown
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService, NewMemory
@@ -96,8 +98,8 @@ def test_threshold_waits_for_the_cooldown_then_fires_again(
     triggers = make_triggers(consolidation_cooldown=300)
     memories = MemoryService(db, triggers, clock=clock)
     (first,) = [job for job in write_memories(memories, project.id, 10) if job]
-    # The job ends without consolidating: the backlog stays over the threshold.
-    finish_job(db, first, clock())
+    # The job fails: the backlog stays over the threshold, and the cooldown starts.
+    finish_job(db, first, clock(), status=JobStatus.FAILED)
 
     clock.advance(timedelta(seconds=299))
     assert write_memories(memories, project.id, 1) == [None]
@@ -233,3 +235,97 @@ def test_a_failing_threshold_check_never_loses_the_memory(
     assert failed.exc_info is not None and failed.exc_info[0] is RuntimeError
     assert records(caplog, "job_created") == []
     assert stored_jobs(db) == []
+
+
+# --- crossings that come while they cannot fire, and what starts the cooldown -------------
+
+
+def test_a_crossing_during_the_cooldown_fires_when_the_cooldown_ends(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    triggers = make_triggers(consolidation_cooldown=30)
+    memories = MemoryService(db, triggers, clock=clock)
+    (first,) = [job for job in write_memories(memories, project.id, 10) if job]
+    finish_job(db, first, clock(), consolidate=True)  # consolidated: the cooldown runs
+
+    quiet = write_memories(memories, project.id, 50)  # the crossing comes in the cooldown
+    assert triggers.threshold.fire_deferred() == []  # the cooldown still runs
+    clock.advance(timedelta(seconds=30))
+    fired = triggers.threshold.fire_deferred()
+
+    assert quiet == [None] * 50
+    assert len(fired) == 1
+    assert [(job.id, job.trigger_type, job.status) for job in stored_jobs(db)] == [
+        (first, TriggerType.THRESHOLD, JobStatus.COMPLETED),
+        (fired[0], TriggerType.THRESHOLD, JobStatus.PENDING),
+    ]
+    assert triggers.threshold.fire_deferred() == []  # fired once, then forgotten
+    assert [row.task_id for row in factories.queue_rows()][-1] == str(fired[0])
+
+
+def test_a_crossing_while_a_job_runs_fires_when_that_job_is_over(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    triggers = make_triggers(consolidation_cooldown=0)
+    memories = MemoryService(db, triggers, clock=clock)
+    (running,) = [job for job in write_memories(memories, project.id, 10) if job]
+    # The job consolidates the first ten; ten more arrive while it runs.
+    assert write_memories(memories, project.id, 10) == [None] * 10
+    assert triggers.threshold.fire_deferred() == []  # the job is still active
+    with db.transaction() as session:
+        session.execute(update(TaskMemory).where(TaskMemory.id <= 10).values(is_consolidated=True))
+    finish_job(db, running, clock())
+
+    fired = triggers.threshold.fire_deferred()
+
+    assert len(fired) == 1 and fired[0] != running
+
+
+def test_a_deferred_crossing_that_no_longer_holds_is_forgotten(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    triggers = make_triggers(consolidation_cooldown=0)
+    memories = MemoryService(db, triggers, clock=clock)
+    (running,) = [job for job in write_memories(memories, project.id, 10) if job]
+    write_memories(memories, project.id, 5)  # crossing seen (15 >= 10) while it runs
+    finish_job(db, running, clock(), consolidate=True)  # ... and it consolidated all 15
+
+    assert triggers.threshold.fire_deferred() == []
+    with db.read() as session:
+        assert session.scalar(select(Project.threshold_crossed_at)) is None
+    assert [job.id for job in stored_jobs(db)] == [running]
+
+
+def test_a_job_that_consolidated_nothing_does_not_start_the_cooldown(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    triggers = make_triggers(consolidation_cooldown=3600)
+    memories = MemoryService(db, triggers, clock=clock)
+    # A manual job scoped to warnings ends having consolidated none of these.
+    scoped = triggers.trigger_consolidation_sync(project.id, scope={"memory_types": ["warning"]})
+    finish_job(db, scoped, clock(), consolidate=False)
+
+    writes = write_memories(memories, project.id, 10)
+
+    assert writes[:9] == [None] * 9
+    assert writes[9] is not None
+    with db.read() as session:
+        assert session.scalar(select(Project.cooldown_from)) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "consolidate", "starts"),
+    [
+        (JobStatus.COMPLETED, True, True),
+        (JobStatus.COMPLETED, False, False),
+        (JobStatus.FAILED, False, True),
+        (JobStatus.TIMED_OUT, False, True),
+        (JobStatus.CANCELLED, True, False),
+    ],
+)
+def test_what_starts_the_cooldown(status: JobStatus, consolidate: bool, starts: bool) -> None:
+    assert starts_cooldown(status, 5 if consolidate else 0) is starts
