@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import inspect
 
 from omoi_os import testing
+from omoi_os.api.errors import MAX_BODY_BYTES
 from omoi_os.services.database import DatabaseService
 from tests.conftest import require_postgres
 from tests.support.factories import Factories
@@ -178,9 +179,18 @@ def test_every_error_status_with_its_detail_and_no_rows_written(
 
     too_big = api.post(
         f"/projects/{project['id']}/memories",
-        json={"memory_type": "learning", "execution_summary": "x" * 70_000},
+        json={"memory_type": "learning", "execution_summary": "x" * MAX_BODY_BYTES},
     )
-    assert status_and_detail(too_big) == (413, "request body larger than 65536 bytes")
+    assert status_and_detail(too_big) == (413, "request body larger than 262144 bytes")
+    not_json = api.post(
+        "/projects",
+        content=b"name=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert status_and_detail(not_json) == (
+        415,
+        "the body must be JSON (Content-Type: application/json)",
+    )
 
     assert before == (2, 0, 1, 1)
     assert row_counts(Factories(db)) == before

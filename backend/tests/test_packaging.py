@@ -5,11 +5,14 @@ Alembic history alone.
 The fresh virtualenv gets the wheel alone (`--no-deps`); its dependencies are lent by
 this run's environment through a path entry, which does not activate the editable
 install living there, so every `omoi_os` module, and every migration script, comes
-from the wheel. `pip check` then proves the wheel's declared dependencies are met.
+from the wheel. No subprocess inherits PYTHONPATH (which may name a source tree), so
+nothing but the wheel can be imported as `omoi_os`. `pip check` then proves the
+wheel's declared dependencies are met.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -60,8 +63,20 @@ def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield venv / "bin"
 
 
+def _without_pythonpath(env: dict[str, str]) -> dict[str, str]:
+    """`env` without PYTHONPATH: a source tree on it would shadow the installed wheel."""
+    return {key: value for key, value in env.items() if key != "PYTHONPATH"}
+
+
 def _run(*command: str, cwd: Path | None = None) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env=_without_pythonpath(dict(os.environ)),
+    )
     assert result.returncode == 0, f"{command}: {result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -73,7 +88,9 @@ def test_the_wheel_carries_every_package_and_the_migrations(installed_wheel: Pat
         assert f"{package.replace('.', '/')}/__init__.py" in names, package
     assert "omoi_os/alembic/env.py" in names
     assert "omoi_os/alembic/script.py.mako" in names
-    assert "omoi_os/alembic/versions/0001_initial_schema.py" in names
+    for script in sorted((REPOSITORY / "backend" / "migrations" / "versions").glob("*.py")):
+        assert f"omoi_os/alembic/versions/{script.name}" in names, script.name
+    assert "omoi_os/alembic/versions/0002_cooldown_and_deferred_crossings.py" in names
 
     where = _run(
         str(installed_wheel / "python"),
@@ -89,7 +106,9 @@ def test_migrate_then_serve_from_an_empty_directory(
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    env = cli_env(tmp_path, database_url=empty_database_url, api_tokens="ops:" + "t" * 24)
+    env = _without_pythonpath(
+        cli_env(tmp_path, database_url=empty_database_url, api_tokens="ops:" + "t" * 24)
+    )
     migrate = subprocess.run(
         [str(installed_wheel / "omoi-os"), "migrate"],
         env=env, cwd=empty, capture_output=True, text=True, timeout=120,
@@ -111,7 +130,7 @@ def test_our_migrate_leaves_a_hosts_alembic_version_as_it_was(
     with host.transaction() as session:
         session.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
         session.execute(text("INSERT INTO alembic_version VALUES ('host_3c9d1e')"))
-    env = cli_env(tmp_path, database_url=empty_database_url)
+    env = _without_pythonpath(cli_env(tmp_path, database_url=empty_database_url))
 
     result = subprocess.run(
         [str(installed_wheel / "omoi-os"), "migrate"],

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 
 from omoi_os import testing
 from omoi_os.api import create_app
+from omoi_os.api.errors import MAX_BODY_BYTES
 from omoi_os.config import AppSettings
 from omoi_os.migrations import SchemaNotCurrent, head_revision
 from tests.conftest import require_postgres
@@ -131,24 +132,29 @@ def test_health_and_metrics_need_no_token(client: TestClient) -> None:
     assert api.status_code == 401  # only the root probes are open
 
 
-def test_bodies_over_64_kib_get_413_and_write_nothing(
+def test_bodies_over_256_kib_get_413_and_write_nothing(
     client: TestClient, factories: Factories
 ) -> None:
+    assert MAX_BODY_BYTES == 256 * 1024
     created = client.post("/api/v1/projects", json={"name": "demo"}, headers=AUTH)
     assert created.status_code == 201, created.text
     url = f"/api/v1/projects/{created.json()['id']}/memories"
     before = row_counts(factories)
-    huge = {"memory_type": "learning", "execution_summary": "x" * (64 * 1024)}
+    huge = {"memory_type": "learning", "execution_summary": "x" * MAX_BODY_BYTES}
 
     declared = client.post(url, json=huge, headers=AUTH)
     streamed = client.post(
         url,
-        content=iter([b'{"memory_type": "learning", "execution_summary": "', b"x" * 70_000, b'"}']),
+        content=iter(
+            [b'{"memory_type": "learning", "execution_summary": "', b"x" * MAX_BODY_BYTES, b'"}']
+        ),
         headers=AUTH | {"Content-Type": "application/json"},
     )
-    project = client.post("/api/v1/projects", json={"name": "y" * (64 * 1024 + 1)}, headers=AUTH)
+    project = client.post(
+        "/api/v1/projects", json={"name": "y" * (MAX_BODY_BYTES + 1)}, headers=AUTH
+    )
 
-    expected = {"detail": "request body larger than 65536 bytes"}
+    expected = {"detail": "request body larger than 262144 bytes"}
     assert (declared.status_code, declared.json()) == (413, expected)
     assert (streamed.status_code, streamed.json()) == (413, expected)
     assert (project.status_code, project.json()) == (413, expected)
@@ -159,6 +165,7 @@ def test_bodies_over_64_kib_get_413_and_write_nothing(
 # --- the OpenAPI schema -------------------------------------------------------------------
 
 API_ERRORS = {"401", "413", "422", "503"}  # every API route: auth, body limit, validation, db
+BODY_ERRORS = API_ERRORS | {"415"}  # a route that reads a body: and it is not JSON
 
 
 def test_openapi_schema_is_valid_and_documents_errors(client: TestClient) -> None:
@@ -172,17 +179,17 @@ def test_openapi_schema_is_valid_and_documents_errors(client: TestClient) -> Non
     }
     # Exactly these statuses: a route that can answer 401 (every /api/v1 one) says so.
     assert documented == {
-        ("POST", "/api/v1/projects"): {"201", "400"} | API_ERRORS,
+        ("POST", "/api/v1/projects"): {"201", "400"} | BODY_ERRORS,
         ("GET", "/api/v1/projects/{project_id}"): {"200", "404"} | API_ERRORS,
-        ("PATCH", "/api/v1/projects/{project_id}"): {"200", "400", "404"} | API_ERRORS,
-        ("POST", "/api/v1/projects/{project_id}/memories"): {"201", "400", "404"} | API_ERRORS,
+        ("PATCH", "/api/v1/projects/{project_id}"): {"200", "400", "404"} | BODY_ERRORS,
+        ("POST", "/api/v1/projects/{project_id}/memories"): {"201", "400", "404"} | BODY_ERRORS,
         ("POST", "/api/v1/projects/{project_id}/consolidation-jobs"): {
             "202",
             "400",
             "404",
             "409",
         }
-        | API_ERRORS,
+        | BODY_ERRORS,
         ("GET", "/api/v1/projects/{project_id}/consolidation-jobs"): {"200", "404"} | API_ERRORS,
         ("GET", "/api/v1/consolidation-jobs/{job_id}"): {"200", "404"} | API_ERRORS,
         ("GET", "/api/v1/consolidation/schedule"): {"200", "401", "413", "503"},
@@ -195,6 +202,8 @@ def test_openapi_schema_is_valid_and_documents_errors(client: TestClient) -> Non
         responses = schema["paths"][path][method.lower()]["responses"]
         if "401" in responses:
             assert _schema_ref(responses["401"]) == "#/components/schemas/ErrorBody", path
+        if "415" in responses:
+            assert _schema_ref(responses["415"]) == "#/components/schemas/ErrorBody", path
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 
 

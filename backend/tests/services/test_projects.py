@@ -42,12 +42,21 @@ def test_create(db: DatabaseService, projects: ProjectService, clock: FakeClock)
         T0 + timedelta(minutes=1),
     )
     assert _stored(db) == [
-        {"id": alpha.id, "name": "alpha", "is_active": True, "created_at": T0},
+        {
+            "id": alpha.id,
+            "name": "alpha",
+            "is_active": True,
+            "created_at": T0,
+            "cooldown_from": None,
+            "threshold_crossed_at": None,
+        },
         {
             "id": beta.id,
             "name": "beta",
             "is_active": False,
             "created_at": T0 + timedelta(minutes=1),
+            "cooldown_from": None,
+            "threshold_crossed_at": None,
         },
     ]
 
@@ -107,9 +116,10 @@ def test_update_changes_only_the_given_fields(
     )
     reread = projects.get(project.id)
     assert (reread.name, reread.is_active) == (name, is_active)
+    untouched = {"cooldown_from": None, "threshold_crossed_at": None}
     assert {row["id"]: row for row in _stored(db)} == {
-        project.id: expected,
-        other.id: {"id": other.id, "name": "beta", "is_active": True, "created_at": T0},
+        project.id: expected | untouched,
+        other.id: {"id": other.id, "name": "beta", "is_active": True, "created_at": T0} | untouched,
     }
 
 

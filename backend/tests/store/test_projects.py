@@ -65,6 +65,8 @@ def test_insert_project(db: DatabaseService, factories: Factories) -> None:
         "name": "alpha",
         "is_active": False,
         "created_at": T0,
+        "cooldown_from": None,
+        "threshold_crossed_at": None,
     }
     assert factories.count(Project) == 1
 
@@ -100,21 +102,27 @@ def test_project_exists_and_is_active(db: DatabaseService, factories: Factories)
     assert is_active == [True, False, None]
 
 
-def test_project_status_with_further_columns(db: DatabaseService, factories: Factories) -> None:
+def test_trigger_state_with_further_columns(db: DatabaseService, factories: Factories) -> None:
     active = factories.project(name="active").id
     inactive = factories.project(name="inactive", is_active=False).id
+    waiting = factories.project(name="waiting").id
+    with db.transaction() as session:
+        project_store.start_cooldown(session, [inactive, waiting], at=T0 - timedelta(minutes=1))
+        project_store.defer_crossing(session, waiting, at=T0)
 
     with db.read() as session:
         rows = {
             project_id: session.execute(
-                project_store.project_status_with(literal(project_id), Project.name)
+                project_store.trigger_state(literal(project_id), Project.name)
             ).all()
-            for project_id in (active, inactive, uuid.uuid4())
+            for project_id in (active, inactive, waiting, uuid.uuid4())
         }
 
+    # is_active, cooldown_from, whether a crossing is deferred, then the further columns.
     assert [[tuple(row) for row in found] for found in rows.values()] == [
-        [(True, "active")],
-        [(False, "inactive")],
+        [(True, None, False, "active")],
+        [(False, T0 - timedelta(minutes=1), False, "inactive")],
+        [(True, T0 - timedelta(minutes=1), True, "waiting")],
         [],
     ]
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from omoi_os.models import ConsolidationJob, JobStatus, MemoryTier, MemoryType, TaskMemory
 from omoi_os.services.consolidation.runner import (
     ConsolidationRunner,
+    Heartbeat,
     JobToRun,
     JobVanished,
     Progress,
@@ -160,20 +161,27 @@ def test_batches_commit_one_by_one_with_the_jobs_running_totals(
         deadline=math.inf,
         keep_going=keep_going,
         in_batch=in_batch,
-        after_setup=lambda: events.append("setup"),
+        heartbeat=Heartbeat(lambda: events.append("setup"), interval=math.inf),
     )
 
     assert end is RunEnd.COMPLETED
-    assert events == ["setup", "check", "batch", "check", "batch", "check", "batch", "check"]
+    # in_batch runs first in every batch's transaction, the last one too: it renews the
+    # lease before it reads the batch, and only then learns that nothing is left.
+    assert events == [
+        "setup",
+        *["check", "batch"] * 3,  # 5, 5 and 2 memories
+        *["check", "batch"],  # nothing left
+    ]
     assert seen_committed == [
         (0, None),
-        (5, _document(5, duration=0.0)),
-        (10, _document(10, duration=2.0)),
+        (5, _document(5, duration=2.0)),
+        (10, _document(10, duration=4.0)),
+        (12, _document(12, duration=6.0)),
     ]
     # The job holds the last batch's totals; the run's own end adds the final time.
-    assert stored_job(db, job.id).result == _document(12, duration=4.0)
+    assert stored_job(db, job.id).result == _document(12, duration=6.0)
     assert stored_job(db, job.id).status is JobStatus.RUNNING  # ending it is the worker's part
-    assert progress.to_document() == _document(12, duration=6.0)
+    assert progress.to_document() == _document(12, duration=8.0)
     stored = stored_memories(db)
     assert {
         (m.is_consolidated, m.consolidation_job_id, m.consolidated_at, m.tier) for m in stored
@@ -193,7 +201,8 @@ def test_a_project_without_memories_completes_at_once(
 
     end, progress = runner.run(job, deadline=math.inf, keep_going=_always, in_batch=batches.append)
 
-    assert (end, progress.to_document(), batches) == (RunEnd.COMPLETED, _document(0), [])
+    # One batch transaction (in_batch runs first in it), which finds nothing to do.
+    assert (end, progress.to_document(), len(batches)) == (RunEnd.COMPLETED, _document(0), 1)
     assert stored_job(db, job.id).result is None
 
 
@@ -216,7 +225,7 @@ def test_a_resumed_run_skips_what_this_job_marked_and_continues_the_totals(
         deadline=math.inf,
         keep_going=lambda: next(checks),
         in_batch=_nothing,
-        after_setup=lambda: timer.advance(3.0),
+        heartbeat=Heartbeat(lambda: timer.advance(3.0), interval=math.inf),
     )
     assert (end, progress.to_document()) == (RunEnd.STOPPED, _document(5, duration=3.0))
     assert stored_job(db, job.id).result == _document(5, duration=3.0)
@@ -235,9 +244,11 @@ def test_a_resumed_run_skips_what_this_job_marked_and_continues_the_totals(
     end, progress = runner.run(resumed, deadline=math.inf, keep_going=_always, in_batch=in_batch)
 
     assert end is RunEnd.COMPLETED
-    assert marked_in_batch == [10, 12]  # 5 before, then 5 and 2 more: none counted twice
-    assert progress.to_document() == _document(12, duration=5.0)
-    assert stored_job(db, job.id).result == _document(12, duration=4.0)
+    # in_batch runs before each batch is read: 5 before, then 5 and 2 more, then the
+    # batch that finds nothing left: none counted twice.
+    assert marked_in_batch == [5, 10, 12]
+    assert progress.to_document() == _document(12, duration=6.0)
+    assert stored_job(db, job.id).result == _document(12, duration=5.0)
     assert _marked_by(db, job.id) == 12
 
 
@@ -320,7 +331,8 @@ def test_the_deadline_passing_between_batches_ends_the_run_timed_out(
     assert end is RunEnd.TIMED_OUT
     assert checks == [100.0, 105.0]  # never asked once the deadline passed
     assert progress.to_document() == _document(10, duration=10.0)
-    assert stored_job(db, job.id).result == _document(10, duration=5.0)
+    # in_batch runs first in its batch: the time it took is in that batch's totals.
+    assert stored_job(db, job.id).result == _document(10, duration=10.0)
     assert _marked_by(db, job.id) == 10  # the committed batches stay
 
 
@@ -403,9 +415,16 @@ def test_in_batch_raising_rolls_that_batch_back(
         nonlocal batches
         batches += 1
         if batches == 2:
-            # This batch's memories are marked in its transaction before it fails.
+            # in_batch runs first: this batch is not read yet, the first one is committed.
             statement = select(func.count()).where(TaskMemory.consolidation_job_id == job.id)
-            assert session.scalar(statement) == 10
+            assert session.scalar(statement) == 5
+            # What it wrote in the batch's transaction (as the lease renewal writes the
+            # queue row) goes with the batch when it raises.
+            session.execute(
+                update(TaskMemory)
+                .where(TaskMemory.project_id == project_id)
+                .values(is_consolidated=True)
+            )
             raise _LeaseLost("another worker took the task")
 
     with pytest.raises(_LeaseLost):

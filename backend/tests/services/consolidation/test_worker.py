@@ -328,10 +328,14 @@ def test_an_overrunning_job_times_out_and_a_later_job_finishes_the_rest(
 ) -> None:
     project = factories.project()
     factories.memories(project.id, 100)
-    settings = _settings(db, consolidation_timeout=60, worker_batch_size=10)
+    settings = _settings(db, consolidation_timeout=150, worker_batch_size=10)
     triggers = ConsolidationTriggerService(db, settings=settings)
     first = triggers.trigger_consolidation_sync(project.id)
-    seconds = iter(range(0, 10_000, 25))  # every look at the timer: 25 s later
+    # Every look at the timer: 25 s later. The deadline is set at 0 (150); the run
+    # starts at 25; its score scan arms its heartbeat at 50 (every 20 s: a third of the
+    # 60 s lease), finds it due at 75 and re-arms it at 100; then the batches: checked
+    # at 125, timed at 150, and checked at 175: past the deadline.
+    seconds = iter(range(0, 10_000, 25))
 
     worker = ConsolidationWorker(db, settings=settings, timer=lambda: float(next(seconds)))
     assert worker.run_once() is True
@@ -342,7 +346,7 @@ def test_an_overrunning_job_times_out_and_a_later_job_finishes_the_rest(
     assert 0 < done < 100
     assert done % 10 == 0  # whole batches only
     assert job.error == (
-        f"exceeded consolidation_timeout (60 s); {done} memories done, the rest left for a "
+        f"exceeded consolidation_timeout (150 s); {done} memories done, the rest left for a "
         "later job"
     )
     assert 100 - _unconsolidated(db) == done  # committed batches stay
