@@ -18,7 +18,7 @@ from omoi_os import migrations, testing
 from omoi_os.config import get_app_settings
 from omoi_os.models import Base
 from omoi_os.services.database import DatabaseService
-from tests.support.clocks import FakeClock
+from tests.support.clocks import FakeClock, quiet_schedule
 from tests.support.factories import T0, Factories
 
 DATABASES = ("sqlite", "postgresql")
@@ -26,11 +26,14 @@ DATABASES = ("sqlite", "postgresql")
 
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test reads the developer's OMOI_* variables, .env or data directory."""
+    """No test reads the developer's OMOI_* variables, .env or data directory, and no
+    test sees a scheduled tick it did not set up."""
     for name in list(os.environ):
         if name.startswith("OMOI_") and name != "OMOI_TEST_POSTGRES_URL":
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    # No test waits on the wall clock reaching the default 02:00 tick, nor catches it up.
+    monkeypatch.setenv("OMOI_CONSOLIDATION_SCHEDULE", quiet_schedule())
     monkeypatch.chdir(tmp_path)
     get_app_settings.cache_clear()
     yield

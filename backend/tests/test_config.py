@@ -10,7 +10,8 @@ from pydantic import ValidationError
 from omoi_os.config import AppSettings, get_app_settings
 
 
-def test_defaults_match_the_task_card(tmp_path: Path) -> None:
+def test_defaults_match_the_task_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMOI_CONSOLIDATION_SCHEDULE")  # set for every test by conftest
     settings = AppSettings()
 
     assert settings.consolidation_schedule == "0 2 * * *"

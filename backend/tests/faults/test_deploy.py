@@ -32,9 +32,12 @@ def test_sigterm_mid_job_stops_in_time_and_another_replica_finishes_it(
     factories.memories(project.id, 40_000)
     env = replica_env(tmp_path, postgres_url, worker_batch_size="20")
     triggers = ConsolidationTriggerService(db, settings=AppSettings(database_url=postgres_url))
+    try:
+        job_id = triggers.trigger_consolidation_sync(project.id)
+    finally:
+        db.dispose()  # even on failure: no connection is left for a later test's GC
 
     with serve(env, check_exit=False) as old:
-        job_id = triggers.trigger_consolidation_sync(project.id)
         wait_for(
             lambda: (
                 scalar(postgres_url, "SELECT count(*) FROM task_memories WHERE is_consolidated")
@@ -60,7 +63,6 @@ def test_sigterm_mid_job_stops_in_time_and_another_replica_finishes_it(
             )
             handed_back = "handed back" in old.output()
             new_output = new.output()
-    db.dispose()
 
     assert stopped_in < 15
     assert handed_back

@@ -109,24 +109,22 @@ def test_a_replica_killed_mid_fan_out_leaves_nothing_half_written(
     tick = _latest_tick(env)
     # Hold the last project's job for this tick in an open transaction: the fan-out
     # (in project order) writes 19,999 rows and then waits on this one — mid-write.
-    blocker = psycopg.connect(libpq_url(postgres_url))
-    blocker.execute(
-        "INSERT INTO consolidation_jobs (project_id, trigger_type, scope, status, triggered_by,"
-        " scheduled_for, created_at) VALUES (%s, 'scheduled', '{}', 'completed', 'blocker',"
-        " %s, now())",
-        (projects[-1], tick),
-    )
-
-    with serve(env, check_exit=False) as victim:
-        wait_for(
-            lambda: _fan_out_waiting(postgres_url),
-            timeout=30,
-            what="the fan-out waiting on the last project",
+    with psycopg.connect(libpq_url(postgres_url)) as blocker:
+        blocker.execute(
+            "INSERT INTO consolidation_jobs (project_id, trigger_type, scope, status,"
+            " triggered_by, scheduled_for, created_at) VALUES (%s, 'scheduled', '{}',"
+            " 'completed', 'blocker', %s, now())",
+            (projects[-1], tick),
         )
-        victim.process.send_signal(signal.SIGKILL)
-        victim.process.wait(10)
-    blocker.rollback()
-    blocker.close()
+        with serve(env, check_exit=False) as victim:
+            wait_for(
+                lambda: _fan_out_waiting(postgres_url),
+                timeout=30,
+                what="the fan-out waiting on the last project",
+            )
+            victim.process.send_signal(signal.SIGKILL)
+            victim.process.wait(10)
+        blocker.rollback()
 
     assert victim.process.returncode == -signal.SIGKILL
     assert scalar(postgres_url, "SELECT count(*) FROM consolidation_jobs") == 0

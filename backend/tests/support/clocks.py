@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 
 class FakeClock:
@@ -22,3 +22,13 @@ class FakeClock:
     def set(self, now: datetime) -> None:
         with self._lock:
             self._now = now
+
+
+def quiet_schedule(now: datetime | None = None) -> str:
+    """A daily cron schedule whose ticks are 12 hours away on either side of `now`.
+
+    The default schedule (02:00 UTC) would make a test started between 02:00 and 03:00
+    catch a real tick up (the misfire grace is an hour) and create jobs the test never
+    asked for. Tests that want ticks set a schedule of their own."""
+    at = (now or datetime.now(UTC)) + timedelta(hours=12)
+    return f"{at.minute} {at.hour} * * *"

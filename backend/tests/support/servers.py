@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.clocks import quiet_schedule
+
 OMOI_OS = str(Path(sys.executable).parent / "omoi-os")
 
 
@@ -25,9 +27,11 @@ def free_port() -> int:
 
 
 def cli_env(home: Path, **settings: str) -> dict[str, str]:
-    """A clean environment: no inherited OMOI_* settings, a private home."""
+    """A clean environment: no inherited OMOI_* settings, a private home, and a
+    schedule that does not tick during the test unless the test gives one."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("OMOI_")}
     env |= {"HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
+    settings = {"consolidation_schedule": quiet_schedule()} | settings
     return env | {f"OMOI_{key.upper()}": value for key, value in settings.items()}
 
 

@@ -12,16 +12,18 @@ from omoi_os.config import AppSettings
 from tests.support.api import AUTH, create, create_project
 
 
-def test_schedule_describes_the_configuration(client: TestClient) -> None:
+def test_schedule_describes_the_configuration(client: TestClient, settings: AppSettings) -> None:
+    minute, hour = settings.consolidation_schedule.split()[:2]  # daily, from conftest
+
     response = client.get("/api/v1/consolidation/schedule", headers=AUTH)
 
     assert response.status_code == 200
     body = response.json()
     next_run = body.pop("next_run_utc")
-    assert next_run.endswith("T02:00:00Z")
+    assert next_run.endswith(f"T{int(hour):02d}:{int(minute):02d}:00Z")
     assert body.pop("next_run_local") == next_run
     assert body == {
-        "cron": "0 2 * * *",
+        "cron": settings.consolidation_schedule,
         "timezone": "UTC",
         "threshold": 10,
         "cooldown_seconds": 300,
