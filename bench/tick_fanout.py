@@ -131,6 +131,14 @@ def _load_projects(url: str, active: int) -> None:
         "FROM generate_series(1, %s) n",
         (active, active + active // 10),
     )
+    # One new memory each: a tick passes over projects with nothing to do, and this
+    # benchmark measures the write of a job for every active project.
+    sql(
+        url,
+        "INSERT INTO task_memories (project_id, memory_type, execution_summary, success, "
+        "reused_count, learned_at, is_consolidated) "
+        "SELECT id, 'learning', 'lesson', true, 0, now(), false FROM projects",
+    )
     sql(url, "VACUUM ANALYZE")
 
 

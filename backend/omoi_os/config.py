@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -83,6 +83,15 @@ class AppSettings(BaseSettings):
         "so that a burst of writes is consolidated once",
     )
 
+    consolidation_spread: int = Field(
+        default=0,
+        ge=0,
+        le=7 * 86_400,
+        description="Seconds over which a scheduled tick's jobs become claimable, each "
+        "project at its own stable offset (0: all at the tick); shorter than the time "
+        "between two ticks",
+    )
+
     worker_enabled: bool = Field(
         default=True, description="Run consolidation workers inside `omoi-os serve`"
     )
@@ -129,6 +138,21 @@ class AppSettings(BaseSettings):
     @classmethod
     def _check_timezone(cls, value: str) -> str:
         return parse_timezone(value).key
+
+    @field_validator("consolidation_spread")
+    @classmethod
+    def _check_spread(cls, value: int, info: ValidationInfo) -> int:
+        expression = info.data.get("consolidation_schedule")
+        zone = info.data.get("consolidation_timezone")
+        if value == 0 or expression is None or zone is None:
+            return value  # nothing to spread, or the schedule is already refused
+        gap = CronSchedule.parse(expression, zone).shortest_gap()
+        if value >= gap.total_seconds():
+            raise ValueError(
+                f"must be shorter than the shortest time between two ticks of "
+                f"{expression!r} ({int(gap.total_seconds())} s)"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -15,7 +15,9 @@ job unique across replicas.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +50,12 @@ _NAMES = {
 # eight years (a 29 February that is also a given weekday can be that far back).
 _FIRST_LOOKBACK = timedelta(hours=2)
 _LOOKBACK_HORIZON = timedelta(days=8 * 366)
+
+# How much of a schedule shortest_gap looks at: enough ticks to see every pattern of a
+# minute-level schedule, a year of days to see a daily one cross both DST changes.
+_GAP_SAMPLE_TICKS = 2_000
+_GAP_SAMPLE_SPAN = timedelta(days=400)
+_GAP_SAMPLE_START = datetime(2001, 1, 1, tzinfo=UTC)
 
 
 class InvalidSchedule(ValueError):
@@ -164,8 +172,37 @@ class CronSchedule:
             window *= 2
         return None
 
+    def shortest_gap(self) -> timedelta:
+        """The shortest time between two consecutive ticks, over a year of ticks (or
+        the first 2,000): a tick's spread must end before the next tick."""
+        return _shortest_gap(self)
+
     def __str__(self) -> str:
         return f"{self.expression} ({self.timezone.key})"
+
+
+@cache
+def _shortest_gap(schedule: CronSchedule) -> timedelta:
+    end = _GAP_SAMPLE_START + _GAP_SAMPLE_SPAN
+    shortest, previous = _GAP_SAMPLE_SPAN, None
+    for count, tick in enumerate(schedule.ticks_after(_GAP_SAMPLE_START)):
+        if previous is not None:
+            shortest = min(shortest, tick - previous)
+        if count >= _GAP_SAMPLE_TICKS or tick > end:
+            break
+        previous = tick
+    return shortest
+
+
+def spread_offset(project_id: uuid.UUID, spread: timedelta) -> timedelta:
+    """Where in a tick's spread window a project's job becomes claimable: a hash of the
+    project id, so it is the same on every replica and every night (like Jenkins' H),
+    and projects fall evenly over the window. Millisecond resolution."""
+    window_ms = int(spread.total_seconds() * 1000)
+    if window_ms <= 0:
+        return timedelta(0)
+    digest = hashlib.blake2b(project_id.bytes, digest_size=8).digest()
+    return timedelta(milliseconds=int.from_bytes(digest, "big") % window_ms)
 
 
 def _as_utc(moment: datetime) -> datetime:

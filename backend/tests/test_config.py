@@ -98,6 +98,9 @@ def test_database_urls_are_normalised(url: str, expected: str) -> None:
         ("consolidation_cooldown", -1, "greater than or equal to 0"),
         ("consolidation_misfire_grace", -5, "greater than or equal to 0"),
         ("consolidation_debounce", 3601, "less than or equal to 3600"),
+        ("consolidation_spread", -1, "greater than or equal to 0"),
+        # conftest's schedule is daily (UTC): the spread must end before the next tick
+        ("consolidation_spread", 86_400, "shorter than the shortest time between two ticks"),
         ("database_url", "mysql://u@h/db", "'mysql' databases are not supported"),
         ("database_url", "postgresql+asyncpg://u@h/db", "driver 'postgresql+asyncpg'"),
         ("database_url", "postgresql://u@h", "names no database"),
@@ -142,3 +145,11 @@ def test_the_pool_is_sized_from_the_workers_and_the_api_share() -> None:
 
     assert settings.database_pool_size == 2 * 32 + 2 + 20
     assert AppSettings().database_pool_size == 2 * 1 + 2 + 10
+
+
+def test_a_spread_shorter_than_the_gap_between_ticks_is_accepted() -> None:
+    settings = AppSettings(
+        consolidation_schedule="*/15 * * * mon-fri", consolidation_spread=899, database_url=""
+    )
+
+    assert settings.consolidation_spread == 899

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, select, text
 
 from omoi_os import migrations, testing
-from omoi_os.models import Base, Project
+from omoi_os.models import Base, Project, TaskMemory
 from omoi_os.services.database import DatabaseService
 
 TABLES = {
@@ -243,3 +243,36 @@ def test_the_cooldown_of_existing_projects_is_carried_from_their_last_finished_j
     service.dispose()
     assert project.cooldown_from == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert project.threshold_crossed_at is None
+
+
+def test_tier_expiry_is_backfilled_from_when_each_tier_was_set(empty_database_url: str) -> None:
+    migrations.upgrade(empty_database_url, "0002")
+    project = "'0c6f3b1e5d2a4f8e9a7b1c3d5e7f9a0b'"
+    columns = (
+        "INSERT INTO task_memories (project_id, memory_type, execution_summary, success, "
+        "reused_count, learned_at, is_consolidated, consolidated_at, tier) VALUES "
+    )
+    _execute(
+        empty_database_url,
+        f"INSERT INTO projects (id, name, is_active, created_at) "
+        f"VALUES ({project}, 'kept', true, '2026-01-01 00:00:00')",
+        # tiered at 5 days old, at 40 days old, at 100 days old; and never tiered
+        columns + f"({project}, 'learning', 'a', true, 0, '2026-01-01 10:00:00.250000', "
+        "true, '2026-01-06 10:00:00', 'hot')",
+        columns + f"({project}, 'learning', 'b', true, 1, '2026-01-01 10:00:00.250000', "
+        "true, '2026-02-10 10:00:00', 'warm')",
+        columns + f"({project}, 'learning', 'c', true, 2, '2026-01-01 10:00:00.250000', "
+        "true, '2026-04-11 10:00:00', 'cold')",
+        columns + f"({project}, 'learning', 'd', true, 3, '2026-01-01 10:00:00.250000', "
+        "false, NULL, NULL)",
+    )
+
+    migrations.upgrade(empty_database_url)
+
+    service = DatabaseService(empty_database_url)
+    with service.read() as session:
+        statement = select(TaskMemory.tier_expires_at).order_by(TaskMemory.reused_count)
+        expiries = list(session.scalars(statement))
+    service.dispose()
+    learned = datetime(2026, 1, 1, 10, 0, 0, 250000, tzinfo=UTC)
+    assert expiries == [learned + timedelta(days=30), learned + timedelta(days=90), None, None]

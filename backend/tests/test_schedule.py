@@ -247,3 +247,18 @@ def test_invalid_schedules_say_what_is_wrong(expression: str, message: str) -> N
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="naive datetime"):
         CronSchedule.parse("0 2 * * *").next_tick(datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    ("expression", "zone", "gap"),
+    [
+        ("0 2 * * *", "UTC", timedelta(days=1)),
+        ("*/15 * * * mon-fri", "UTC", timedelta(minutes=15)),
+        ("0 9,17 * * *", "UTC", timedelta(hours=8)),
+        ("0 0 1 1 *", "UTC", timedelta(days=365)),
+        # Daily at 02:30 in Berlin: the spring-forward day runs it at 03:00, 23.5 h on.
+        ("30 2 * * *", "Europe/Berlin", timedelta(hours=23, minutes=30)),
+    ],
+)
+def test_shortest_gap_between_ticks(expression: str, zone: str, gap: timedelta) -> None:
+    assert CronSchedule.parse(expression, zone).shortest_gap() == gap

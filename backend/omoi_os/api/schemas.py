@@ -155,6 +155,10 @@ class JobOut(Response):
     triggered_by: str
     scheduled_for: datetime | None
     created_at: datetime
+    claimable_at: datetime | None = Field(
+        description="When a worker may first pick the job up: a spread tick's offset for "
+        "the project, a debounced threshold crossing; otherwise when it was created"
+    )
     started_at: datetime | None
     finished_at: datetime | None
     result: dict[str, Any] | None

@@ -71,6 +71,9 @@ class ConsolidationJob(Base):
     # The cron tick (UTC) a scheduled job stands for; NULL for other triggers.
     scheduled_for: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # When its queue task may first be claimed: a spread tick's per-project offset, a
+    # debounced threshold crossing; otherwise when it was created.
+    claimable_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
@@ -111,3 +114,6 @@ class ConsolidationTick(Base):
     scheduled_for: Mapped[datetime] = mapped_column(primary_key=True)
     fired_at: Mapped[datetime]
     jobs_created: Mapped[int] = mapped_column(default=0)
+    # Active projects passed over: a job was still active / there was nothing to do.
+    skipped_active: Mapped[int] = mapped_column(default=0, server_default="0")
+    skipped_idle: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -46,6 +46,9 @@ class TaskMemory(Base):
     )
     consolidation_score: Mapped[float | None]
     tier: Mapped[MemoryTier | None] = mapped_column(string_enum(MemoryTier, "memory_tier"))
+    # When the tier may next change with the memory's age (the first of 30 and 90 days
+    # after learned_at that is after the tier was set); NULL once past both.
+    tier_expires_at: Mapped[datetime | None]
 
     __table_args__ = (
         CheckConstraint("reused_count >= 0", name="reused_count_not_negative"),
@@ -64,4 +67,13 @@ class TaskMemory(Base):
         # makes the consolidation UPDATE (not HOT: is_consolidated is in the partial
         # index's predicate) ~40% cheaper than a (project_id, learned_at) index did.
         Index("ix_task_memories_project_id", "project_id"),
+        # The nightly tick's "whose tier expired by now": only memories still young
+        # enough for their tier to change are in it, so the lookup costs what changes.
+        Index(
+            "ix_task_memories_tier_expires_at",
+            "tier_expires_at",
+            "project_id",
+            postgresql_where=text("tier_expires_at IS NOT NULL"),
+            sqlite_where=text("tier_expires_at IS NOT NULL"),
+        ),
     )

@@ -6,7 +6,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    CheckConstraint,
+    ColumnElement,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    literal_column,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from omoi_os.clock import utc_now
@@ -18,6 +27,15 @@ class TaskState(StrEnum):
     CLAIMED = "claimed"  # leased to claimed_by until lease_expires_at
     DONE = "done"
     DEAD = "dead"  # failed max_attempts times
+
+
+def in_state(*states: TaskState) -> ColumnElement[bool]:
+    """SQL for "the task is in one of `states`", the values inline as the partial
+    indexes spell them: a prepared statement's generic plan can then use those indexes
+    (a bound parameter could be any state, so the planner could not)."""
+    values: list[ColumnElement[str]] = [literal_column(f"'{state.value}'") for state in states]
+    state: ColumnElement[str] = QueuedTask.__table__.c.state  # Core: no ORM in the statement
+    return state.in_(values)
 
 
 class QueuedTask(Base):
@@ -50,6 +68,7 @@ class QueuedTask(Base):
             "ix_task_queue_claimable",
             "task_type",
             "available_at",
+            "id",  # the claim's order, read from the index: no sort of the whole queue
             postgresql_where=text("state = 'queued'"),
             sqlite_where=text("state = 'queued'"),
         ),

@@ -106,9 +106,13 @@ def create_database_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> E
     if parsed.get_backend_name() == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
         return _sqlite_engine(url, {} if in_memory else pool)
+    # No ping per checkout (a round trip before every transaction): a connection the
+    # server dropped fails its first statement instead, which SQLAlchemy reports as a
+    # disconnect and answers by replacing every pooled connection made before it.
+    # LIFO hands out the most recently used connection, so idle ones can age out.
     return create_engine(
         url,
-        pool_pre_ping=True,
+        pool_use_lifo=True,
         connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, "application_name": "omoi-os"},
         **pool,
     )

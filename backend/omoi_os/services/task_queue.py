@@ -44,10 +44,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.models import QueuedTask, TaskState
 from omoi_os.models.base import UTCDateTime, cast_table
+from omoi_os.models.task_queue import in_state
 from omoi_os.store.sql import execute_counting
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,56 @@ class FailOutcome(StrEnum):
     NOT_HELD = "not_held"  # the lease was lost; someone else owns the task now
 
 
+def _fenced(statement: Update) -> Update:
+    """`statement` only for the task (held_id) while held_by still holds it under the
+    claim's token (held_token): what fences a worker that lost its lease."""
+    return statement.where(
+        _tasks.c.id == bindparam("held_id"),
+        in_state(TaskState.CLAIMED),
+        _tasks.c.claimed_by == bindparam("held_by"),
+        _tasks.c.claim_token == bindparam("held_token"),
+    )
+
+
+# The worker's statements of every job, built once (not on every call).
+_EXTEND = _fenced(update(_tasks)).values(lease_expires_at=bindparam("lease_expires_at"))
+_COMPLETE = _fenced(update(_tasks)).values(
+    state=TaskState.DONE, finished_at=bindparam("finished_at"), lease_expires_at=None
+)
+_DUE = (
+    select(_tasks.c.id)
+    .where(
+        in_state(TaskState.QUEUED),
+        _tasks.c.task_type.in_(bindparam("task_types", expanding=True)),
+        _tasks.c.available_at <= bindparam("now"),
+    )
+    .order_by(_tasks.c.available_at, _tasks.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+    .cte("due")
+)
+_CLAIM = (
+    update(_tasks)
+    .where(_tasks.c.id == _DUE.c.id)
+    .values(
+        state=TaskState.CLAIMED,
+        claimed_by=bindparam("worker_id"),
+        claim_token=bindparam("claim_token"),
+        lease_expires_at=bindparam("lease_expires_at"),
+        attempts=_tasks.c.attempts + 1,
+    )
+    .returning(
+        _tasks.c.id,
+        _tasks.c.task_type,
+        _tasks.c.task_id,
+        _tasks.c.attempts,
+        _tasks.c.max_attempts,
+        _tasks.c.lease_expires_at,
+        _tasks.c.claim_token,
+    )
+)
+
+
 class TaskQueueService:
     """Enqueue, claim, extend, complete, fail, release and reclaim tasks."""
 
@@ -169,39 +221,16 @@ class TaskQueueService:
     ) -> list[ClaimedTask]:
         """Lease up to `limit` due tasks of `task_types` to `worker_id`, oldest first."""
         now = self._clock()
-        due = (
-            select(QueuedTask.id)
-            .where(
-                QueuedTask.state == TaskState.QUEUED,
-                QueuedTask.task_type.in_(list(task_types)),
-                QueuedTask.available_at <= now,
-            )
-            .order_by(QueuedTask.available_at, QueuedTask.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .cte("due")
-        )
-        statement = (
-            update(QueuedTask)
-            .where(QueuedTask.id == due.c.id)
-            .values(
-                state=TaskState.CLAIMED,
-                claimed_by=worker_id,
-                claim_token=uuid.uuid4().hex,
-                lease_expires_at=now + (lease or self.lease),
-                attempts=QueuedTask.attempts + 1,
-            )
-            .returning(
-                QueuedTask.id,
-                QueuedTask.task_type,
-                QueuedTask.task_id,
-                QueuedTask.attempts,
-                QueuedTask.max_attempts,
-                QueuedTask.lease_expires_at,
-                QueuedTask.claim_token,
-            )
-        )
-        claimed = [ClaimedTask(*row) for row in session.execute(statement)]  # type: ignore[arg-type]
+        parameters = {
+            "task_types": list(task_types),
+            "now": now,
+            "limit": limit,
+            "worker_id": worker_id,
+            "claim_token": uuid.uuid4().hex,
+            "lease_expires_at": now + (lease or self.lease),
+        }
+        rows = session.connection().execute(_CLAIM, parameters)
+        claimed = [ClaimedTask(*row) for row in rows]
         return sorted(claimed, key=lambda task: task.id)
 
     def extend_lease(
@@ -209,18 +238,11 @@ class TaskQueueService:
     ) -> bool:
         """Push the lease of a task this worker still holds; False if it lost it."""
         expires = self._clock() + (lease or self.lease)
-        return self._update_held(session, task, worker_id, lease_expires_at=expires)
+        return self._update_held(session, task, worker_id, _EXTEND, lease_expires_at=expires)
 
     def complete(self, *, session: Session, task: ClaimedTask, worker_id: str) -> bool:
         """Mark a held task done; False if the lease was lost (the task is not ours)."""
-        return self._update_held(
-            session,
-            task,
-            worker_id,
-            state=TaskState.DONE,
-            finished_at=self._clock(),
-            lease_expires_at=None,
-        )
+        return self._update_held(session, task, worker_id, _COMPLETE, finished_at=self._clock())
 
     def fail(
         self, *, session: Session, task: ClaimedTask, worker_id: str, error: str
@@ -236,37 +258,33 @@ class TaskQueueService:
                 FailOutcome.RETRY,
                 {"state": TaskState.QUEUED, "available_at": retry_at},
             )
-        held = self._update_held(
-            session,
-            task,
-            worker_id,
+        statement = _fenced(update(_tasks)).values(
             last_error=error,
             claimed_by=None,
             claim_token=None,
             lease_expires_at=None,
             **values,
         )
+        held = self._update_held(session, task, worker_id, statement)
         return outcome if held else FailOutcome.NOT_HELD
 
     def release(self, *, session: Session, task: ClaimedTask, worker_id: str) -> bool:
         """Give a held task back unfinished, claimable at once (its worker is stopping);
         the attempt is not counted against it."""
-        return self._update_held(
-            session,
-            task,
-            worker_id,
+        statement = _fenced(update(_tasks)).values(
             state=TaskState.QUEUED,
             available_at=self._clock(),
-            attempts=QueuedTask.attempts - 1,
+            attempts=_tasks.c.attempts - 1,
             claimed_by=None,
             claim_token=None,
             lease_expires_at=None,
         )
+        return self._update_held(session, task, worker_id, statement)
 
     def next_available_at(self, *, session: Session, task_types: Iterable[str]) -> datetime | None:
         """When the earliest queued task of these types becomes claimable."""
         statement = select(func.min(QueuedTask.available_at)).where(
-            QueuedTask.state == TaskState.QUEUED, QueuedTask.task_type.in_(list(task_types))
+            in_state(TaskState.QUEUED), QueuedTask.task_type.in_(list(task_types))
         )
         return session.scalar(statement)
 
@@ -279,7 +297,7 @@ class TaskQueueService:
         # holds its lease to the commit): alive, whatever the clock says. Skip it.
         expired = (
             select(QueuedTask.id)
-            .where(QueuedTask.state == TaskState.CLAIMED, QueuedTask.lease_expires_at < now)
+            .where(in_state(TaskState.CLAIMED), QueuedTask.lease_expires_at < now)
             .with_for_update(skip_locked=True)
         )
         statement = (
@@ -344,25 +362,23 @@ class TaskQueueService:
         history there is."""
         statement = (
             select(QueuedTask.task_type, QueuedTask.state, func.count())
-            .where(QueuedTask.state.in_([TaskState.QUEUED, TaskState.CLAIMED]))
+            .where(in_state(TaskState.QUEUED, TaskState.CLAIMED))
             .group_by(QueuedTask.task_type, QueuedTask.state)
         )
         return {(task_type, state): count for task_type, state, count in session.execute(statement)}
 
     def _update_held(
-        self, session: Session, task: ClaimedTask, worker_id: str, **values: Any
+        self,
+        session: Session,
+        task: ClaimedTask,
+        worker_id: str,
+        statement: Update,
+        **values: Any,
     ) -> bool:
-        statement = (
-            update(QueuedTask)
-            .where(
-                QueuedTask.id == task.id,
-                QueuedTask.state == TaskState.CLAIMED,
-                QueuedTask.claimed_by == worker_id,
-                QueuedTask.claim_token == task.claim_token,
-            )
-            .values(**values)
-        )
-        held = execute_counting(session, statement) == 1
+        """Run a _fenced `statement` on `task`, with its other `values`; True if this
+        worker still held the task (so the row changed)."""
+        fence = {"held_id": task.id, "held_by": worker_id, "held_token": task.claim_token}
+        held = execute_counting(session, statement, fence | values) == 1
         if not held:
             logger.warning(
                 "task %s (%s %s) is no longer held by %s",

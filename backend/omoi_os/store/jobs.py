@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -23,11 +24,13 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     select,
     true,
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from omoi_os.errors import JobNotFound
 from omoi_os.models import (
@@ -35,6 +38,7 @@ from omoi_os.models import (
     ConsolidationJob,
     ConsolidationTick,
     JobStatus,
+    Project,
     TriggerType,
     is_active_job,
 )
@@ -82,6 +86,7 @@ _JOB_COLUMNS = (
     "triggered_by",
     "scheduled_for",
     "created_at",
+    "claimable_at",
 )
 
 
@@ -93,6 +98,7 @@ def job_rows(
     triggered_by: str,
     scheduled_for: datetime | None,
     now: datetime,
+    claimable_at: datetime,
 ) -> Select[Any]:
     """A pending job row (in _JOB_COLUMNS order) for each project `project_ids` yields."""
     ids = project_ids.subquery()
@@ -104,6 +110,7 @@ def job_rows(
         literal(triggered_by),
         literal(scheduled_for, _jobs.c.scheduled_for.type),
         literal(now, _jobs.c.created_at.type),
+        literal(claimable_at, _jobs.c.claimable_at.type),
     ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
 
 
@@ -122,6 +129,31 @@ def insert_jobs(session: Session, rows: Select[Any]) -> list[NewJob]:
         .returning(_jobs.c.id, _jobs.c.project_id)
     )
     return [NewJob(job_id, project_id) for job_id, project_id in session.execute(statement)]
+
+
+_SET_CLAIMABLE_AT = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id"))
+    .values(claimable_at=bindparam("claimable_at"))
+)
+
+
+def set_claimable_at(session: Session, claimable_at: dict[int, datetime]) -> None:
+    """Give each job (by id) its own claimable_at (a spread tick's offsets)."""
+    if claimable_at:
+        rows = [{"job_id": job_id, "claimable_at": at} for job_id, at in claimable_at.items()]
+        session.connection().execute(_SET_CLAIMABLE_AT, rows)
+
+
+def count_projects_with_active_job(session: Session) -> int:
+    """Active projects that have a pending or running job (the one-per-project index)."""
+    statement = (
+        select(func.count())
+        .select_from(ConsolidationJob)
+        .join(Project, Project.id == ConsolidationJob.project_id)
+        .where(is_active_job(), Project.is_active)
+    )
+    return session.scalar(statement) or 0
 
 
 def has_active_job(project_id: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -216,15 +248,31 @@ def start_job(session: Session, job_id: int, *, now: datetime) -> StartedJob | N
     return None if row is None else StartedJob(*row)
 
 
+_IS_RUNNING = _jobs.c.status == literal_column(f"'{JobStatus.RUNNING.value}'")
+_SAVE_PROGRESS = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id"), _IS_RUNNING)
+    .values(result=bindparam("new_result"))
+)
+
+
 def save_progress(session: Session, job_id: int, result: dict[str, Any]) -> bool:
     """Store the running totals of a job that is still running; False if it is not
     (the sweeper ended it): the caller must stop and roll back its batch."""
-    statement = (
-        update(_jobs)
-        .where(_jobs.c.id == job_id, _jobs.c.status == JobStatus.RUNNING)
-        .values(result=result)
-    )
-    return execute_counting(session, statement) == 1
+    parameters = {"job_id": job_id, "new_result": result}
+    return execute_counting(session, _SAVE_PROGRESS, parameters) == 1
+
+
+@cache
+def _finish_statement(*, with_result: bool, final: bool) -> Update:
+    # Bind names unlike the columns': an execute() key named like a column would be
+    # SET too.
+    values: dict[str, Any] = {"status": bindparam("new_status"), "error": bindparam("new_error")}
+    if with_result:
+        values["result"] = bindparam("new_result")
+    if final:
+        values["finished_at"] = bindparam("finished_now")
+    return update(_jobs).where(_jobs.c.id == bindparam("job_id"), _IS_RUNNING).values(**values)
 
 
 def finish_job(
@@ -238,17 +286,14 @@ def finish_job(
 ) -> bool:
     """running → a final status (or back to pending, for a retry or a hand-back).
     False if the job is not running any more."""
-    values: dict[str, Any] = {"status": status, "error": error}
+    final = status not in ACTIVE_JOB_STATUSES
+    statement = _finish_statement(with_result=result is not None, final=final)
+    parameters: dict[str, Any] = {"job_id": job_id, "new_status": status, "new_error": error}
     if result is not None:
-        values["result"] = result
-    if status not in ACTIVE_JOB_STATUSES:
-        values["finished_at"] = now
-    statement = (
-        update(_jobs)
-        .where(_jobs.c.id == job_id, _jobs.c.status == JobStatus.RUNNING)
-        .values(**values)
-    )
-    return execute_counting(session, statement) == 1
+        parameters["new_result"] = result
+    if final:
+        parameters["finished_now"] = now
+    return execute_counting(session, statement, parameters) == 1
 
 
 # --- the sweeper's transitions ---------------------------------------------------------
@@ -317,9 +362,14 @@ def record_tick(session: Session, tick: datetime, *, now: datetime) -> bool:
     return session.execute(statement).scalar_one_or_none() is not None
 
 
-def set_tick_jobs_created(session: Session, tick: datetime, created: int) -> None:
+def set_tick_outcome(
+    session: Session, tick: datetime, *, created: int, skipped_active: int, skipped_idle: int
+) -> None:
+    """What the run of `tick` did: jobs created, and active projects passed over."""
     session.execute(
-        update(_ticks).where(_ticks.c.scheduled_for == tick).values(jobs_created=created)
+        update(_ticks)
+        .where(_ticks.c.scheduled_for == tick)
+        .values(jobs_created=created, skipped_active=skipped_active, skipped_idle=skipped_idle)
     )
 
 

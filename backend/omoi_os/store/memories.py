@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     ScalarSelect,
     Select,
     bindparam,
@@ -18,6 +20,7 @@ from sqlalchemy import (
     insert,
     select,
     text,
+    union,
     update,
 )
 from sqlalchemy.orm import Session
@@ -77,9 +80,29 @@ def unconsolidated_count_upto(
     return select(func.count()).select_from(backlog).scalar_subquery()
 
 
+def projects_with_work(at: datetime) -> CompoundSelect[Any]:
+    """The projects the nightly run has something to do for at `at`: unconsolidated
+    memories, or a consolidated memory whose tier expired with its age. Both read
+    only partial indexes, so the cost follows the memories to do, not all memories."""
+    unconsolidated = select(TaskMemory.project_id).where(TaskMemory.is_consolidated == false())
+    tier_expired = select(TaskMemory.project_id).where(
+        TaskMemory.tier_expires_at.is_not(None), TaskMemory.tier_expires_at <= at
+    )
+    return union(unconsolidated, tier_expired)
+
+
+# What re-tiering a consolidated memory needs besides scoring it.
+STANDING_COLUMNS: tuple[Any, ...] = (
+    TaskMemory.is_consolidated,
+    TaskMemory.tier,
+    TaskMemory.tier_expires_at,
+)
+
+
 def project_scoring_rows(project_id: uuid.UUID) -> Select[Any]:
-    """Every memory of the project, as scoring needs it (for the tier cutoffs)."""
-    return select(*SCORING_COLUMNS[1:]).where(TaskMemory.project_id == project_id)
+    """Every memory of the project, as scoring needs it (for the tier cutoffs) and as
+    re-tiering the consolidated ones needs it."""
+    return select(*SCORING_COLUMNS, *STANDING_COLUMNS).where(TaskMemory.project_id == project_id)
 
 
 def next_batch(
@@ -112,47 +135,97 @@ def learned_before(now: datetime, min_age_days: int | None) -> datetime | None:
     return None if min_age_days is None else now - timedelta(days=min_age_days)
 
 
-# PostgreSQL: one statement per batch, the batch passed as three arrays.
-_MARK_ALL_POSTGRES = text(
-    "UPDATE task_memories AS m SET consolidation_score = v.score, tier = v.tier, "
-    "is_consolidated = true, consolidated_at = :now, consolidation_job_id = :job_id "
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:scores AS double precision[]), "
-    "CAST(:tiers AS varchar[])) AS v(id, score, tier) WHERE m.id = v.id"
-).bindparams(bindparam("now", type_=UTCDateTime()))
+@dataclass
+class Marks:
+    """Memories' new scores, tiers and tier expiries, column by column (as the database
+    wants them)."""
 
-# Elsewhere (SQLite, in process): one statement executed for each memory of the batch.
-_MARK = (
+    ids: list[int] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    tiers: list[MemoryTier] = field(default_factory=list)
+    expiries: list[datetime | None] = field(default_factory=list)
+
+    def add(self, memory_id: int, score: float, tier: MemoryTier, expiry: datetime | None) -> None:
+        self.ids.append(memory_id)
+        self.scores.append(score)
+        self.tiers.append(tier)
+        self.expiries.append(expiry)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def chunks(self, size: int) -> list[Marks]:
+        return [
+            Marks(
+                self.ids[i : i + size],
+                self.scores[i : i + size],
+                self.tiers[i : i + size],
+                self.expiries[i : i + size],
+            )
+            for i in range(0, len(self.ids), size)
+        ]
+
+
+_TIER_COLUMNS = "consolidation_score = v.score, tier = v.tier, tier_expires_at = v.expires_at"
+_UNNEST_MARKS = (
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:scores AS double precision[]), "
+    "CAST(:tiers AS varchar[]), CAST(:expiries AS timestamptz[])) "
+    "AS v(id, score, tier, expires_at) WHERE m.id = v.id"
+)
+
+# PostgreSQL: one statement per batch, the batch passed as arrays.
+_MARK_ALL_POSTGRES = text(
+    f"UPDATE task_memories AS m SET {_TIER_COLUMNS}, is_consolidated = true, "
+    f"consolidated_at = :now, consolidation_job_id = :job_id {_UNNEST_MARKS}"
+).bindparams(bindparam("now", type_=UTCDateTime()))
+_RETIER_ALL_POSTGRES = text(f"UPDATE task_memories AS m SET {_TIER_COLUMNS} {_UNNEST_MARKS}")
+
+# Elsewhere (SQLite, in process): one statement executed for each memory.
+_RETIER = (
     update(_memories)
     .where(_memories.c.id == bindparam("memory_id"))
     .values(
         consolidation_score=bindparam("score"),
         tier=bindparam("tier"),
-        is_consolidated=True,
-        consolidated_at=bindparam("now"),
-        consolidation_job_id=bindparam("job_id"),
+        tier_expires_at=bindparam("expires_at"),
     )
+)
+_MARK = _RETIER.values(
+    is_consolidated=True,
+    consolidated_at=bindparam("now"),
+    consolidation_job_id=bindparam("job_id"),
 )
 
 
-def mark_consolidated(
-    session: Session,
-    *,
-    ids: Sequence[int],
-    scores: Sequence[float],
-    tiers: Sequence[MemoryTier],
-    now: datetime,
-    job_id: int,
-) -> None:
+def mark_consolidated(session: Session, marks: Marks, *, now: datetime, job_id: int) -> None:
     """Store a batch's scores and tiers and mark its memories consolidated by `job_id`."""
+    _write(session, marks, _MARK_ALL_POSTGRES, _MARK, {"now": now, "job_id": job_id})
+
+
+def retier(session: Session, marks: Marks) -> None:
+    """Store consolidated memories' new scores, tiers and tier expiries."""
+    _write(session, marks, _RETIER_ALL_POSTGRES, _RETIER, {})
+
+
+def _write(
+    session: Session, marks: Marks, all_at_once: Any, one_by_one: Any, common: dict[str, Any]
+) -> None:
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        columns = {"ids": list(ids), "scores": list(scores), "tiers": [t.value for t in tiers]}
-        connection.execute(_MARK_ALL_POSTGRES, columns | {"now": now, "job_id": job_id})
+        columns = {
+            "ids": marks.ids,
+            "scores": marks.scores,
+            "tiers": [tier.value for tier in marks.tiers],
+            "expiries": marks.expiries,
+        }
+        connection.execute(all_at_once, columns | common)
         return
     connection.execute(
-        _MARK,
+        one_by_one,
         [
-            {"memory_id": memory_id, "score": score, "tier": tier, "now": now, "job_id": job_id}
-            for memory_id, score, tier in zip(ids, scores, tiers, strict=True)
+            {"memory_id": i, "score": score, "tier": tier, "expires_at": expiry} | common
+            for i, score, tier, expiry in zip(
+                marks.ids, marks.scores, marks.tiers, marks.expiries, strict=True
+            )
         ],
     )

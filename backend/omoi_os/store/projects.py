@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
+from omoi_os.models.base import cast_table
 from omoi_os.store.sql import execute_counting
 
 
@@ -69,10 +70,18 @@ def trigger_state(project_id: ColumnElement[Any], *columns: Any) -> Select[Any]:
     ).where(Project.id == project_id)
 
 
+_projects = cast_table(Project)
+_START_COOLDOWN = (
+    update(_projects)
+    .where(_projects.c.id.in_(bindparam("project_ids", expanding=True)))
+    .values(cooldown_from=bindparam("at"))
+)
+
+
 def start_cooldown(session: Session, project_ids: list[uuid.UUID], *, at: datetime) -> None:
     """The projects' cooldown runs from `at`."""
     if project_ids:
-        session.execute(update(Project).where(Project.id.in_(project_ids)).values(cooldown_from=at))
+        session.connection().execute(_START_COOLDOWN, {"project_ids": project_ids, "at": at})
 
 
 def defer_crossing(session: Session, project_id: uuid.UUID, *, at: datetime) -> None:

@@ -21,6 +21,11 @@ def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, .
         return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
 
 
+def execute(url: str, sql: str) -> None:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        conn.execute(sql)  # type: ignore[arg-type]
+
+
 def scalar(url: str, sql: str, params: tuple[Any, ...] = ()) -> Any:
     return query(url, sql, params)[0][0]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 from omoi_os.config import AppSettings
 from omoi_os.services.database import DatabaseService
 from omoi_os.testing import libpq_url
-from tests.faults.queries import orphans, query, replica_env, scalar
+from tests.faults.queries import execute, orphans, query, replica_env, scalar
 from tests.support.factories import Factories
 from tests.support.polling import wait_for
 from tests.support.servers import serve
@@ -37,13 +39,16 @@ def test_three_replicas_three_ticks_one_job_per_project_per_tick(
     postgres_url: str, tmp_path: Path
 ) -> None:
     db = DatabaseService(postgres_url)
-    projects = Factories(db).projects(300)
+    projects = Factories(db).projects(300, new_memories=1)
     db.dispose()
     env = replica_env(
         tmp_path, postgres_url, consolidation_schedule="* * * * *", worker_concurrency="2"
     )
 
     with contextlib.ExitStack() as replicas:
+        # A tick passes over a project with nothing to do: once each tick's jobs are
+        # done, every project gets a new memory, so every tick has work everywhere.
+        replicas.enter_context(_new_memory_after_every_tick(postgres_url))
         for _ in range(3):
             replicas.enter_context(serve(env))
         # The start-up catch-up records the previous minute; two more minutes follow.
@@ -98,7 +103,7 @@ def test_a_replica_killed_mid_fan_out_leaves_nothing_half_written(
     postgres_url: str, tmp_path: Path
 ) -> None:
     db = DatabaseService(postgres_url)
-    projects = sorted(Factories(db).projects(20_000))
+    projects = sorted(Factories(db).projects(20_000, new_memories=1))
     db.dispose()
     env = replica_env(
         tmp_path,
@@ -145,6 +150,36 @@ def test_a_replica_killed_mid_fan_out_leaves_nothing_half_written(
     assert len(per_project) == 20_000
     assert {row[0] for row in per_project} == {1}
     assert orphans(postgres_url) == (0, 0)
+
+
+@contextlib.contextmanager
+def _new_memory_after_every_tick(url: str) -> Iterator[None]:
+    stop = threading.Event()
+
+    def feed() -> None:
+        fed = 0
+        while not stop.wait(0.2):
+            ticks = scalar(url, "SELECT count(*) FROM consolidation_ticks")
+            active = scalar(
+                url,
+                "SELECT count(*) FROM consolidation_jobs WHERE status IN ('pending', 'running')",
+            )
+            if ticks > fed and active == 0:
+                fed = ticks
+                execute(
+                    url,
+                    "INSERT INTO task_memories (project_id, memory_type, execution_summary,"
+                    " success, reused_count, learned_at, is_consolidated)"
+                    " SELECT id, 'learning', 'after a tick', true, 0, now(), false FROM projects",
+                )
+
+    feeder = threading.Thread(target=feed, name="feeder", daemon=True)
+    feeder.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        feeder.join(10)
 
 
 def _latest_tick(env: dict[str, str]) -> datetime:

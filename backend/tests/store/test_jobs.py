@@ -61,6 +61,7 @@ def _insert(
         triggered_by="tests",
         scheduled_for=scheduled_for,
         now=now,
+        claimable_at=now + timedelta(minutes=3),
     )
     with db.transaction() as session:
         return job_store.insert_jobs(session, rows)
@@ -171,6 +172,7 @@ def test_insert_jobs_creates_one_pending_job_per_project(
             "triggered_by": "tests",
             "scheduled_for": T0,
             "created_at": created_at,
+            "claimable_at": created_at + timedelta(minutes=3),
             "started_at": None,
             "finished_at": None,
             "result": None,
@@ -569,7 +571,7 @@ def test_record_tick_is_true_once_then_false(db: DatabaseService) -> None:
         assert job_store.tick_recorded(session, tick) is True
         assert job_store.tick_recorded(session, tick + timedelta(days=1)) is False
         rows = session.execute(select(ConsolidationTick.__table__)).all()
-    assert [tuple(row) for row in rows] == [(tick, tick + timedelta(seconds=1), 0)]
+    assert [tuple(row) for row in rows] == [(tick, tick + timedelta(seconds=1), 0, 0, 0)]
 
 
 def test_a_rolled_back_tick_is_not_recorded(db: DatabaseService) -> None:
@@ -585,20 +587,47 @@ def test_a_rolled_back_tick_is_not_recorded(db: DatabaseService) -> None:
         assert job_store.record_tick(session, tick, now=T0) is True
 
 
-def test_set_tick_jobs_created(db: DatabaseService) -> None:
+def test_set_tick_outcome(db: DatabaseService) -> None:
     tick, other = T0.replace(hour=2), T0.replace(hour=3)
     with db.transaction() as session:
         job_store.record_tick(session, tick, now=T0)
         job_store.record_tick(session, other, now=T0)
-        job_store.set_tick_jobs_created(session, tick, 17)
+        job_store.set_tick_outcome(session, tick, created=17, skipped_active=3, skipped_idle=980)
 
     with db.read() as session:
         rows = session.execute(
-            select(ConsolidationTick.scheduled_for, ConsolidationTick.jobs_created).order_by(
-                ConsolidationTick.scheduled_for
-            )
+            select(
+                ConsolidationTick.scheduled_for,
+                ConsolidationTick.jobs_created,
+                ConsolidationTick.skipped_active,
+                ConsolidationTick.skipped_idle,
+            ).order_by(ConsolidationTick.scheduled_for)
         ).all()
-    assert [tuple(row) for row in rows] == [(tick, 17), (other, 0)]
+    assert [tuple(row) for row in rows] == [(tick, 17, 3, 980), (other, 0, 0, 0)]
+
+
+def test_count_projects_with_active_job_counts_active_projects_only(
+    db: DatabaseService, factories: Factories
+) -> None:
+    pending, running, finished, _idle = factories.projects(4)
+    (inactive,) = factories.projects(1, is_active=False)
+    factories.job(pending)
+    factories.job(running, status=JobStatus.RUNNING)
+    factories.job(finished, status=JobStatus.COMPLETED)
+    factories.job(inactive)
+
+    with db.read() as session:
+        assert job_store.count_projects_with_active_job(session) == 2
+
+
+def test_set_claimable_at_gives_each_job_its_own(db: DatabaseService, factories: Factories) -> None:
+    first, second = (factories.job(project).id for project in factories.projects(2))
+
+    with db.transaction() as session:
+        job_store.set_claimable_at(session, {first: T0, second: T0 + timedelta(hours=1)})
+
+    assert _row(db, first)["claimable_at"] == T0
+    assert _row(db, second)["claimable_at"] == T0 + timedelta(hours=1)
 
 
 # --- reading jobs ------------------------------------------------------------------------

@@ -52,14 +52,10 @@ def _insert(
 
 def _mark(db: DatabaseService, ids: list[int], job_id: int, now: datetime = T0) -> None:
     with db.transaction() as session:
-        memory_store.mark_consolidated(
-            session,
-            ids=ids,
-            scores=[0.5] * len(ids),
-            tiers=[MemoryTier.WARM] * len(ids),
-            now=now,
-            job_id=job_id,
+        marks = memory_store.Marks(
+            ids, [0.5] * len(ids), [MemoryTier.WARM] * len(ids), [None] * len(ids)
         )
+        memory_store.mark_consolidated(session, marks, now=now, job_id=job_id)
 
 
 # --- insert_memory -----------------------------------------------------------------------
@@ -99,6 +95,7 @@ def test_insert_memory_returns_the_stored_row_with_every_column(
         "consolidation_job_id": None,
         "consolidation_score": None,
         "tier": None,
+        "tier_expires_at": None,
     }
     assert set(returned) == set(TaskMemory.__table__.columns.keys())
     assert isinstance(returned["id"], int)
@@ -285,22 +282,20 @@ def test_mark_consolidated_writes_exactly_the_given_memories(
     ids = [_insert(db, project.id, MemoryType.LEARNING, T0 - timedelta(days=1)) for _ in range(4)]
     before = _memory_rows(db)
     marked_at = T0 + timedelta(hours=1)
+    expiry = T0 + timedelta(days=29)
 
     with db.transaction() as session:
-        memory_store.mark_consolidated(
-            session,
-            ids=[ids[2], ids[0]],
-            scores=[0.125, 0.875],
-            tiers=[MemoryTier.COLD, MemoryTier.HOT],
-            now=marked_at,
-            job_id=job.id,
+        marks = memory_store.Marks(
+            [ids[2], ids[0]], [0.125, 0.875], [MemoryTier.COLD, MemoryTier.HOT], [None, expiry]
         )
+        memory_store.mark_consolidated(session, marks, now=marked_at, job_id=job.id)
 
     after = _memory_rows(db)
     consolidated = {"is_consolidated": True, "consolidated_at": marked_at}
     assert after[ids[0]] == before[ids[0]] | consolidated | {
         "consolidation_score": 0.875,
         "tier": MemoryTier.HOT,
+        "tier_expires_at": expiry,
         "consolidation_job_id": job.id,
     }
     assert after[ids[2]] == before[ids[2]] | consolidated | {
@@ -322,14 +317,8 @@ def test_mark_consolidated_again_by_a_later_job(db: DatabaseService, factories: 
     _mark(db, [memory], earlier, now=T0)
 
     with db.transaction() as session:
-        memory_store.mark_consolidated(
-            session,
-            ids=[memory],
-            scores=[0.25],
-            tiers=[MemoryTier.COLD],
-            now=T0 + timedelta(days=1),
-            job_id=later,
-        )
+        marks = memory_store.Marks([memory], [0.25], [MemoryTier.COLD], [None])
+        memory_store.mark_consolidated(session, marks, now=T0 + timedelta(days=1), job_id=later)
 
     row = _memory_rows(db)[memory]
     assert (
@@ -339,3 +328,47 @@ def test_mark_consolidated_again_by_a_later_job(db: DatabaseService, factories: 
         row["consolidated_at"],
         row["is_consolidated"],
     ) == (later, 0.25, MemoryTier.COLD, T0 + timedelta(days=1), True)
+
+
+def test_retier_writes_score_tier_and_expiry_of_exactly_the_given_memories(
+    db: DatabaseService, factories: Factories
+) -> None:
+    project = factories.project()
+    job = factories.job(project.id, status=JobStatus.COMPLETED).id
+    ids = [_insert(db, project.id, MemoryType.LEARNING, T0 - timedelta(days=40)) for _ in range(3)]
+    _mark(db, ids, job)
+    before = _memory_rows(db)
+    expiry = T0 + timedelta(days=50)
+
+    with db.transaction() as session:
+        marks = memory_store.Marks(
+            [ids[0], ids[2]], [0.75, 0.125], [MemoryTier.HOT, MemoryTier.COLD], [expiry, None]
+        )
+        memory_store.retier(session, marks)
+
+    after = _memory_rows(db)
+    assert after[ids[0]] == before[ids[0]] | {
+        "consolidation_score": 0.75,
+        "tier": MemoryTier.HOT,
+        "tier_expires_at": expiry,
+    }
+    assert after[ids[2]] == before[ids[2]] | {"consolidation_score": 0.125, "tier": MemoryTier.COLD}
+    assert after[ids[1]] == before[ids[1]]
+
+
+def test_projects_with_work_are_those_with_new_memories_or_expired_tiers(
+    db: DatabaseService, factories: Factories
+) -> None:
+    new, expired, later, settled = (factories.project().id for _ in range(4))
+    job = factories.job(settled, status=JobStatus.COMPLETED).id
+    _insert(db, new, MemoryType.LEARNING, T0)
+    for project, expires in ((expired, T0), (later, T0 + timedelta(seconds=1)), (settled, None)):
+        memory = _insert(db, project, MemoryType.LEARNING, T0 - timedelta(days=5))
+        with db.transaction() as session:
+            marks = memory_store.Marks([memory], [0.5], [MemoryTier.HOT], [expires])
+            memory_store.mark_consolidated(session, marks, now=T0, job_id=job)
+
+    with db.read() as session:
+        found = set(session.scalars(memory_store.projects_with_work(T0)))
+
+    assert found == {new, expired}

@@ -34,8 +34,11 @@ class Factories:
             session.add(project)
         return project
 
-    def projects(self, count: int, *, is_active: bool = True) -> list[uuid.UUID]:
-        """Many projects in one statement (for fan-out tests)."""
+    def projects(
+        self, count: int, *, is_active: bool = True, new_memories: int = 0
+    ) -> list[uuid.UUID]:
+        """Many projects in one statement (for fan-out tests), each with `new_memories`
+        unconsolidated memories (a scheduled tick passes over projects without work)."""
         ids = [uuid.uuid4() for _ in range(count)]
         rows = [
             {"id": i, "name": f"p{n}", "is_active": is_active, "created_at": T0}
@@ -43,19 +46,14 @@ class Factories:
         ]
         with self.db.transaction() as session:
             session.execute(insert(Project), rows)
+            if new_memories:
+                memories = [_memory_row(i) for i in ids for _ in range(new_memories)]
+                session.execute(insert(TaskMemory), memories)
         return ids
 
     def memories(self, project_id: uuid.UUID, count: int, **overrides: Any) -> None:
         """`count` unconsolidated memories written directly (no threshold check)."""
-        row: dict[str, Any] = {
-            "project_id": project_id,
-            "memory_type": MemoryType.LEARNING,
-            "execution_summary": "learned something",
-            "success": True,
-            "reused_count": 0,
-            "learned_at": T0 - timedelta(days=1),
-            "is_consolidated": False,
-        } | overrides
+        row = _memory_row(project_id) | overrides
         with self.db.transaction() as session:
             session.execute(insert(TaskMemory), [row] * count)
 
@@ -80,3 +78,15 @@ class Factories:
     def queue_rows(self) -> list[QueuedTask]:
         with self.db.get_session() as session:
             return list(session.scalars(select(QueuedTask).order_by(QueuedTask.id)))
+
+
+def _memory_row(project_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "project_id": project_id,
+        "memory_type": MemoryType.LEARNING,
+        "execution_summary": "learned something",
+        "success": True,
+        "reused_count": 0,
+        "learned_at": T0 - timedelta(days=1),
+        "is_consolidated": False,
+    }

@@ -25,6 +25,7 @@ class TriggerOutcome(StrEnum):
 
     CREATED = "created"
     SKIPPED_ACTIVE = "skipped_active"
+    SKIPPED_IDLE = "skipped_idle"  # a scheduled tick: nothing to do for the project
     SKIPPED_COOLDOWN = "skipped_cooldown"
     SKIPPED_BELOW_THRESHOLD = "skipped_below_threshold"
     SKIPPED_INACTIVE = "skipped_inactive"

@@ -4,6 +4,11 @@ A batch is one transaction: it writes its memories and the job's running totals
 together, so a run cut short (crash, timeout, stop) resumes after the last committed
 batch and counts nothing twice. Memories this job already marked are skipped on a
 resume (`consolidation_job_id` is this job), whatever the scope.
+
+Tiers stay true as memories age: the scan that ranks the project's scores also finds
+the consolidated memories whose tier is no longer what their age and standing give,
+or whose tier expired (tier_expires_at, see scoring), and the run writes those after
+its new memories, in batches too. It writes what changed, nothing else.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import uuid
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -26,6 +31,7 @@ from omoi_os.services.consolidation.scope import ConsolidationScope
 from omoi_os.services.consolidation.scoring import (
     TierCutoffs,
     age_in_days,
+    tier_expiry,
     tier_for,
     value_score,
 )
@@ -34,6 +40,9 @@ from omoi_os.store import jobs as job_store
 from omoi_os.store import memories as memory_store
 
 _STREAM_ROWS = 10_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_TIER_CODES = list(MemoryTier)
 _BEAT_EVERY_ROWS = 1_000  # how often a long scan looks at the timer
 
 
@@ -66,6 +75,7 @@ class Progress:
     memories_processed: int = 0
     memories_consolidated: int = 0
     tiers: dict[MemoryTier, int] = field(default_factory=lambda: dict.fromkeys(MemoryTier, 0))
+    tiers_refreshed: int = 0  # consolidated memories whose tier or its expiry changed
     duration_seconds: float = 0.0
 
     @classmethod
@@ -79,6 +89,7 @@ class Progress:
             memories_processed=int(result.get("memories_processed", 0)),
             memories_consolidated=int(result.get("memories_consolidated", 0)),
             tiers=tiers,
+            tiers_refreshed=int(result.get("tiers_refreshed", 0)),
             duration_seconds=float(result.get("duration_seconds", 0.0)),
         )
 
@@ -94,6 +105,7 @@ class Progress:
             "memories_processed": self.memories_processed,
             "memories_consolidated": self.memories_consolidated,
             "tiers": {str(tier): count for tier, count in self.tiers.items()},
+            "tiers_refreshed": self.tiers_refreshed,
             "duration_seconds": round(self.duration_seconds, 3),
             "dry_run": self.dry_run,
         }
@@ -131,95 +143,141 @@ class ConsolidationRunner:
         keep_going: Callable[[], bool],
         in_batch: Callable[[Session], None],
         heartbeat: Heartbeat | None = None,
+        finish: Callable[[Session, Progress], None] | None = None,
     ) -> tuple[RunEnd, Progress]:
         """Batches until the scope is done, `deadline` (on the timer) passes, or
         `keep_going()` says stop. `in_batch` runs first inside each batch's transaction
         (the worker renews its lease there, and holds it to the commit; raising rolls the
         batch back). `heartbeat` is called every `interval` seconds, on the timer, while
-        a long step outside a batch runs (reading a large project's scores), and once
-        after it, so that step never outlasts the worker's lease."""
+        a long step outside a batch runs (reading a large project's scores), and at its
+        end if one is due, so that step never outlasts the worker's lease (a short read
+        costs no extra transaction: the first batch renews the lease anyway).
+
+        `finish`, if given, runs inside the transaction of the batch that completes the
+        run, instead of saving the totals there: the worker ends the job and its task
+        in the same commit as the job's last memories (one transaction fewer per job;
+        raising rolls that batch back too)."""
         started = self._timer()
         now = self._clock()  # one instant for the whole run: ages and cutoffs agree
         progress = Progress.resume(job.previous_result, dry_run=job.scope.dry_run)
         earlier = progress.duration_seconds
         beat = heartbeat or Heartbeat(lambda: None, interval=float("inf"))
-        cutoffs = self._cutoffs(job.project_id, now, beat)
-        beat()
-        after_id = 0
-        end = RunEnd.COMPLETED
-        while True:
+        cutoffs, standing = self._scan(job.project_id, now, beat)
+        clock_base = (earlier, started)
+
+        def cut_short() -> RunEnd | None:
             if self._timer() >= deadline:
-                end = RunEnd.TIMED_OUT
+                return RunEnd.TIMED_OUT
+            return None if keep_going() else RunEnd.STOPPED
+
+        refreshes = standing.refreshed(cutoffs, now).chunks(self._batch_size)
+        batch = _Batch(job, progress, cutoffs, now, clock_base, in_batch)
+        after_id: int | None = 0
+        while after_id is not None:
+            if end := cut_short():
                 break
-            if not keep_going():
-                end = RunEnd.STOPPED
-                break
-            last_id = self._batch(
-                job, progress, cutoffs, now, after_id, (earlier, started), in_batch
-            )
-            if last_id is None:
-                break
-            after_id = last_id
+            after_id = self._batch(batch, after_id, None if refreshes else finish)
+        else:
+            for position, marks in enumerate(refreshes, start=1):
+                if end := cut_short():
+                    break
+                self._refresh(batch, marks, finish if position == len(refreshes) else None)
+            else:
+                end = RunEnd.COMPLETED
         progress.duration_seconds = earlier + self._timer() - started
         return end, progress
 
-    def _cutoffs(self, project_id: uuid.UUID, now: datetime, beat: Heartbeat) -> TierCutoffs:
-        """The project's top-10% and top-30% scores, over all its memories, streamed so
-        that only the scores stay in memory."""
+    def _scan(
+        self, project_id: uuid.UUID, now: datetime, beat: Heartbeat
+    ) -> tuple[TierCutoffs, _Standing]:
+        """The project's top-10% and top-30% scores, over all its memories, and its
+        consolidated memories as re-tiering needs them; streamed, so that only those
+        numbers stay in memory."""
         statement = memory_store.project_scoring_rows(project_id)
         scores = array("d")
+        standing = _Standing()
         next_beat = self._timer() + beat.interval
         with self._db.read() as session:
-            rows = session.connection().execution_options(yield_per=_STREAM_ROWS).execute(statement)
-            for position, (memory_type, reused_count, learned_at, success) in enumerate(rows):
+            connection = session.connection()
+            # Most projects are small: one plain read (a server-side cursor costs three
+            # more round trips). Only a project with more rows is read again, streamed.
+            rows: Any = connection.execute(statement.limit(_STREAM_ROWS + 1)).all()
+            if len(rows) > _STREAM_ROWS:
+                rows = connection.execution_options(yield_per=_STREAM_ROWS).execute(statement)
+            for position, row in enumerate(rows):
                 if position % _BEAT_EVERY_ROWS == 0 and self._timer() >= next_beat:
                     beat()
                     next_beat = self._timer() + beat.interval
-                scores.append(
-                    value_score(
-                        memory_type=memory_type,
-                        reused_count=reused_count,
-                        age_days=age_in_days(learned_at, now),
-                        success=success,
-                    )
+                (memory_id, memory_type, reused_count, learned_at, success) = row[:5]
+                is_consolidated, tier, tier_expires_at = row[5:]
+                score = value_score(
+                    memory_type=memory_type,
+                    reused_count=reused_count,
+                    age_days=age_in_days(learned_at, now),
+                    success=success,
                 )
-        return TierCutoffs.from_scores(scores)
+                scores.append(score)
+                if is_consolidated:
+                    expired = tier_expires_at is not None and tier_expires_at <= now
+                    standing.add(memory_id, score, learned_at, tier, expired=expired)
+            if self._timer() >= next_beat:  # a beat due at the end: give it now
+                beat()
+        return TierCutoffs.from_scores(scores), standing
 
     def _batch(
         self,
-        job: JobToRun,
-        progress: Progress,
-        cutoffs: TierCutoffs,
-        now: datetime,
+        batch: _Batch,
         after_id: int,
-        clock_base: tuple[float, float],
-        in_batch: Callable[[Session], None],
+        finish: Callable[[Session, Progress], None] | None,
     ) -> int | None:
         """Score, tier and (unless dry) mark the next batch, and save the totals, in one
-        transaction. Returns the batch's last memory id, or None when nothing is left."""
+        transaction. Returns the batch's last memory id, or None when it was the last
+        (fewer memories than a batch: the next would be empty, so it is not read)."""
+        job, progress = batch.job, batch.progress
         with self._db.transaction() as session:
             # The lease first: its queue row, locked to the commit, is the first lock of
             # the batch (invariant 7), and no one can reclaim the task mid-batch.
-            in_batch(session)
-            rows = session.connection().execute(self._next_batch(job, now, after_id)).all()
-            if not rows:
-                return None
-            marks = _score_batch(rows, cutoffs, now)
-            if not job.scope.dry_run:
-                memory_store.mark_consolidated(
-                    session,
-                    ids=marks.ids,
-                    scores=marks.scores,
-                    tiers=marks.tiers,
-                    now=now,
-                    job_id=job.id,
-                )
-            progress.add(marks.tiers)
-            earlier, started = clock_base
-            progress.duration_seconds = earlier + self._timer() - started
-            if not job_store.save_progress(session, job.id, progress.to_document()):
-                raise JobVanished(f"job {job.id} is no longer running")
-        return int(rows[-1].id)
+            batch.in_batch(session)
+            rows = session.connection().execute(self._next_batch(job, batch.now, after_id)).all()
+            if rows:
+                marks = _score_batch(rows, batch.cutoffs, batch.now)
+                if not job.scope.dry_run:
+                    memory_store.mark_consolidated(session, marks, now=batch.now, job_id=job.id)
+                progress.add(marks.tiers)
+            last = len(rows) < self._batch_size
+            if last and finish is not None:
+                self._stamp(batch)
+                finish(session, progress)
+            elif rows:
+                self._save(session, batch)
+        return None if last else int(rows[-1].id)
+
+    def _refresh(
+        self,
+        batch: _Batch,
+        marks: memory_store.Marks,
+        finish: Callable[[Session, Progress], None] | None,
+    ) -> None:
+        """Write one batch of refreshed tiers (a dry run only counts them)."""
+        with self._db.transaction() as session:
+            batch.in_batch(session)
+            if not batch.job.scope.dry_run:
+                memory_store.retier(session, marks)
+            batch.progress.tiers_refreshed += len(marks)
+            if finish is not None:
+                self._stamp(batch)
+                finish(session, batch.progress)
+            else:
+                self._save(session, batch)
+
+    def _stamp(self, batch: _Batch) -> None:
+        earlier, started = batch.clock_base
+        batch.progress.duration_seconds = earlier + self._timer() - started
+
+    def _save(self, session: Session, batch: _Batch) -> None:
+        self._stamp(batch)
+        if not job_store.save_progress(session, batch.job.id, batch.progress.to_document()):
+            raise JobVanished(f"job {batch.job.id} is no longer running")
 
     def _next_batch(self, job: JobToRun, now: datetime, after_id: int) -> Any:
         scope = job.scope
@@ -234,24 +292,66 @@ class ConsolidationRunner:
         )
 
 
-@dataclass
-class _Marks:
-    """One batch's results, column by column (as the database wants them)."""
+@dataclass(frozen=True)
+class _Batch:
+    """What every batch of one run shares."""
 
-    ids: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    tiers: list[MemoryTier] = field(default_factory=list)
+    job: JobToRun
+    progress: Progress
+    cutoffs: TierCutoffs
+    now: datetime
+    clock_base: tuple[float, float]  # (seconds spent in earlier runs, timer at start)
+    in_batch: Callable[[Session], None]
 
 
-def _score_batch(rows: Sequence[Row[Any]], cutoffs: TierCutoffs, now: datetime) -> _Marks:
-    marks = _Marks()
+class _Standing:
+    """The project's consolidated memories as its scan found them, in compact arrays:
+    enough to tell which ones need a new tier."""
+
+    def __init__(self) -> None:
+        self._ids = array("q")
+        self._scores = array("d")
+        self._learned_us = array("q")  # learned_at, microseconds since the epoch
+        self._tiers = array("b")  # index in _TIER_CODES, -1 for none
+        self._expired = array("b")
+
+    def add(
+        self,
+        memory_id: int,
+        score: float,
+        learned_at: datetime,
+        tier: MemoryTier | None,
+        *,
+        expired: bool,
+    ) -> None:
+        self._ids.append(memory_id)
+        self._scores.append(score)
+        self._learned_us.append((learned_at - _EPOCH) // _MICROSECOND)
+        self._tiers.append(-1 if tier is None else _TIER_CODES.index(tier))
+        self._expired.append(expired)
+
+    def refreshed(self, cutoffs: TierCutoffs, now: datetime) -> memory_store.Marks:
+        """The memories whose tier differs from what age and standing give now, or
+        whose tier expired: their new score, tier and expiry."""
+        marks = memory_store.Marks()
+        for i, memory_id in enumerate(self._ids):
+            learned_at = _EPOCH + self._learned_us[i] * _MICROSECOND
+            score = self._scores[i]
+            tier = tier_for(age_in_days(learned_at, now), score, cutoffs)
+            if self._expired[i] or _TIER_CODES.index(tier) != self._tiers[i]:
+                marks.add(memory_id, score, tier, tier_expiry(learned_at, now))
+        return marks
+
+
+def _score_batch(
+    rows: Sequence[Row[Any]], cutoffs: TierCutoffs, now: datetime
+) -> memory_store.Marks:
+    marks = memory_store.Marks()
     for row in rows:
         memory_id, memory_type, reused_count, learned_at, success = tuple(row)
         age = age_in_days(learned_at, now)
         score = value_score(
             memory_type=memory_type, reused_count=reused_count, age_days=age, success=success
         )
-        marks.ids.append(memory_id)
-        marks.scores.append(score)
-        marks.tiers.append(tier_for(age, score, cutoffs))
+        marks.add(memory_id, score, tier_for(age, score, cutoffs), tier_expiry(learned_at, now))
     return marks

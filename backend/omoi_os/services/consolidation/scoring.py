@@ -7,6 +7,11 @@ Score (0..1) = 0.35·min(1, ln(1 + reused_count) / 10)
 
 Tier: hot if age ≤ 30 days or the score is in the project's top 10%; warm if age ≤ 90
 days or in the top 30%; cold otherwise.
+
+A tier set at `now` may change with age alone at the first of learned_at + 30 days and
+learned_at + 90 days that is after `now` (`tier_expiry`); the nightly run sets it again
+then. Past 90 days only the project's ranking can move it, which every job of the
+project re-checks.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from omoi_os.models import MemoryTier, MemoryType
 
@@ -84,3 +89,15 @@ def tier_for(age_days: float, score: float, cutoffs: TierCutoffs) -> MemoryTier:
     if age_days <= WARM_MAX_AGE_DAYS or score >= cutoffs.warm:
         return MemoryTier.WARM
     return MemoryTier.COLD
+
+
+_AGE_BOUNDARIES = (timedelta(days=HOT_MAX_AGE_DAYS), timedelta(days=WARM_MAX_AGE_DAYS))
+
+
+def tier_expiry(learned_at: datetime, now: datetime) -> datetime | None:
+    """When a tier set at `now` may next change with the memory's age alone: the first
+    age boundary after `now`, or None once the memory is past both."""
+    for boundary in _AGE_BOUNDARIES:
+        if learned_at + boundary > now:
+            return learned_at + boundary
+    return None

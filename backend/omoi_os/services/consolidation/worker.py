@@ -239,6 +239,19 @@ class ConsolidationWorker:
 
     def _run_task(self, task: ClaimedTask, job: JobToRun) -> None:
         deadline = self._timer() + self.settings.consolidation_timeout
+        settled: list[Progress] = []
+
+        def complete_with_last_batch(session: Session, progress: Progress) -> None:
+            self._settle_in(
+                session,
+                job,
+                progress,
+                JobStatus.COMPLETED,
+                lambda s: self._complete(task, s),
+                result=progress.to_document(),
+            )
+            settled.append(progress)
+
         try:
             end, progress = self._runner.run(
                 job,
@@ -249,6 +262,7 @@ class ConsolidationWorker:
                     lambda: self._hold_lease(task, None),
                     interval=self._lease.total_seconds() / HEARTBEATS_PER_LEASE,
                 ),
+                finish=complete_with_last_batch,
             )
         except (LeaseLost, JobVanished) as exc:
             logger.warning("job %d: stopped working on it: %s", job.id, exc)
@@ -256,6 +270,9 @@ class ConsolidationWorker:
         except Exception as exc:
             logger.exception("job %d of project %s: consolidation failed", job.id, job.project_id)
             self._fail(task, job, f"{exc.__class__.__name__}: {exc}")
+            return
+        if settled:  # ended in the same commit as its last batch
+            self._finished(job, JobStatus.COMPLETED, progress)
             return
         self._end(task, job, end, progress)
 
@@ -299,22 +316,26 @@ class ConsolidationWorker:
             job, progress, status, lambda s: self._complete(task, s), result=result, error=error
         )
         if completed:
-            self._metrics.jobs_finished.labels(status.value).inc()
-            logger.info(
-                "job %d of project %s: %s, %d memories (%s)",
-                job.id,
-                job.project_id,
-                status,
-                progress.memories_processed,
-                result["tiers"],
-                extra={
-                    "action": "job_finished",
-                    "status": status.value,
-                    "job_id": job.id,
-                    "project_id": str(job.project_id),
-                    "memories_processed": progress.memories_processed,
-                },
-            )
+            self._finished(job, status, progress)
+
+    def _finished(self, job: JobToRun, status: JobStatus, progress: Progress) -> None:
+        result = progress.to_document()
+        self._metrics.jobs_finished.labels(status.value).inc()
+        logger.info(
+            "job %d of project %s: %s, %d memories (%s)",
+            job.id,
+            job.project_id,
+            status,
+            progress.memories_processed,
+            result["tiers"],
+            extra={
+                "action": "job_finished",
+                "status": status.value,
+                "job_id": job.id,
+                "project_id": str(job.project_id),
+                "memories_processed": progress.memories_processed,
+            },
+        )
 
     def _fail(self, task: ClaimedTask, job: JobToRun, error: str) -> None:
         # The queue's own rule decides: retry (the job stays the active one) or give up.
@@ -357,22 +378,39 @@ class ConsolidationWorker:
         docs/invariants.md: no deadlock). Nothing is written unless this worker still
         holds the task and the job is still running: a worker that stalled past its
         lease must not overwrite another's work. Returns whether it was written."""
-        now = self._clock()
-        consolidated = progress.memories_consolidated if progress else 0
         try:
             with self._db.transaction() as session:
-                if not settle_task(session):
-                    raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
-                if not job_store.finish_job(
-                    session, job.id, status=status, now=now, result=result, error=error
-                ):
-                    raise JobVanished(f"job {job.id} is no longer running")
-                if starts_cooldown(status, consolidated):
-                    project_store.start_cooldown(session, [job.project_id], at=now)
+                self._settle_in(
+                    session, job, progress, status, settle_task, result=result, error=error
+                )
         except (JobVanished, LeaseLost) as exc:
             logger.warning("job %d: not settled as %s: %s", job.id, status, exc)
             return False
         return True
+
+    def _settle_in(
+        self,
+        session: Session,
+        job: JobToRun,
+        progress: Progress | None,
+        status: JobStatus,
+        settle_task: Callable[[Session], bool],
+        *,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """_settle's writes, in the caller's transaction; raises (so that it rolls
+        back) unless this worker still holds the task and the job is still running."""
+        now = self._clock()
+        consolidated = progress.memories_consolidated if progress else 0
+        if not settle_task(session):
+            raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
+        if not job_store.finish_job(
+            session, job.id, status=status, now=now, result=result, error=error
+        ):
+            raise JobVanished(f"job {job.id} is no longer running")
+        if starts_cooldown(status, consolidated):
+            project_store.start_cooldown(session, [job.project_id], at=now)
 
     def _complete(self, task: ClaimedTask, session: Session) -> bool:
         return self.queue.complete(session=session, task=task, worker_id=self.worker_id)

@@ -115,6 +115,7 @@ def _document(
         "memories_processed": processed,
         "memories_consolidated": processed if consolidated is None else consolidated,
         "tiers": {"hot": processed if hot is None else hot, "warm": warm, "cold": cold},
+        "tiers_refreshed": 0,
         "duration_seconds": duration,
         "dry_run": dry_run,
     }
@@ -161,27 +162,23 @@ def test_batches_commit_one_by_one_with_the_jobs_running_totals(
         deadline=math.inf,
         keep_going=keep_going,
         in_batch=in_batch,
-        heartbeat=Heartbeat(lambda: events.append("setup"), interval=math.inf),
+        heartbeat=Heartbeat(lambda: events.append("beat"), interval=math.inf),
     )
 
     assert end is RunEnd.COMPLETED
-    # in_batch runs first in every batch's transaction, the last one too: it renews the
-    # lease before it reads the batch, and only then learns that nothing is left.
-    assert events == [
-        "setup",
-        *["check", "batch"] * 3,  # 5, 5 and 2 memories
-        *["check", "batch"],  # nothing left
-    ]
+    # in_batch runs first in every batch's transaction. A batch of fewer memories than
+    # the batch size is the last: no further batch is read to learn that nothing is left.
+    # No heartbeat: the score read was short, and each batch renews the lease itself.
+    assert events == [*["check", "batch"] * 3]  # 5, 5 and 2 memories
     assert seen_committed == [
         (0, None),
         (5, _document(5, duration=2.0)),
         (10, _document(10, duration=4.0)),
-        (12, _document(12, duration=6.0)),
     ]
-    # The job holds the last batch's totals; the run's own end adds the final time.
+    # The job holds the last batch's totals.
     assert stored_job(db, job.id).result == _document(12, duration=6.0)
     assert stored_job(db, job.id).status is JobStatus.RUNNING  # ending it is the worker's part
-    assert progress.to_document() == _document(12, duration=8.0)
+    assert progress.to_document() == _document(12, duration=6.0)
     stored = stored_memories(db)
     assert {
         (m.is_consolidated, m.consolidation_job_id, m.consolidated_at, m.tier) for m in stored
@@ -224,8 +221,7 @@ def test_a_resumed_run_skips_what_this_job_marked_and_continues_the_totals(
         job,
         deadline=math.inf,
         keep_going=lambda: next(checks),
-        in_batch=_nothing,
-        heartbeat=Heartbeat(lambda: timer.advance(3.0), interval=math.inf),
+        in_batch=lambda _: timer.advance(3.0),
     )
     assert (end, progress.to_document()) == (RunEnd.STOPPED, _document(5, duration=3.0))
     assert stored_job(db, job.id).result == _document(5, duration=3.0)
@@ -244,12 +240,65 @@ def test_a_resumed_run_skips_what_this_job_marked_and_continues_the_totals(
     end, progress = runner.run(resumed, deadline=math.inf, keep_going=_always, in_batch=in_batch)
 
     assert end is RunEnd.COMPLETED
-    # in_batch runs before each batch is read: 5 before, then 5 and 2 more, then the
-    # batch that finds nothing left: none counted twice.
-    assert marked_in_batch == [5, 10, 12]
-    assert progress.to_document() == _document(12, duration=6.0)
+    # in_batch runs before each batch is read: 5 before, then 5 more; the batch of 2
+    # is the last: none counted twice.
+    assert marked_in_batch == [5, 10]
+    assert progress.to_document() == _document(12, duration=5.0)
     assert stored_job(db, job.id).result == _document(12, duration=5.0)
     assert _marked_by(db, job.id) == 12
+
+
+def test_finish_runs_in_the_last_batchs_transaction_instead_of_saving_the_totals(
+    db: DatabaseService,
+    factories: Factories,
+    timer: FakeTimer,
+    project_id: uuid.UUID,
+    start: StartJob,
+    runner: ConsolidationRunner,
+) -> None:
+    factories.memories(project_id, 7)
+    job = start()
+    finished: list[tuple[int, dict[str, Any]]] = []
+
+    def finish(session: Session, progress: Progress) -> None:
+        # Inside the last batch: its memories are marked, uncommitted, in this session.
+        statement = select(func.count()).where(TaskMemory.consolidation_job_id == job.id)
+        finished.append((session.scalar(statement) or 0, progress.to_document()))
+        job_store.finish_job(
+            session, job.id, status=JobStatus.COMPLETED, now=T0, result=progress.to_document()
+        )
+
+    def in_batch(_: Session) -> None:
+        timer.advance(1.0)
+
+    end, _ = runner.run(
+        job, deadline=math.inf, keep_going=_always, in_batch=in_batch, finish=finish
+    )
+
+    assert end is RunEnd.COMPLETED
+    assert finished == [(7, _document(7, duration=2.0))]
+    saved = stored_job(db, job.id)
+    assert (saved.status, saved.result) == (JobStatus.COMPLETED, _document(7, duration=2.0))
+
+
+def test_finish_raising_rolls_the_last_batch_back(
+    db: DatabaseService,
+    factories: Factories,
+    project_id: uuid.UUID,
+    start: StartJob,
+    runner: ConsolidationRunner,
+) -> None:
+    factories.memories(project_id, 3)
+    job = start()
+
+    def finish(_: Session, __: Progress) -> None:
+        raise JobVanished("the sweeper ended it")
+
+    with pytest.raises(JobVanished):
+        runner.run(job, deadline=math.inf, keep_going=_always, in_batch=_nothing, finish=finish)
+
+    assert _marked_by(db, job.id) == 0
+    assert stored_job(db, job.id).result is None
 
 
 def test_a_resumed_dry_run_starts_its_totals_over(

@@ -133,7 +133,7 @@ def test_stop_cancels_a_tick_stuck_on_a_lock_and_it_rolls_back(
     monitor = psycopg.connect(testing.libpq_url(postgres_url), autocommit=True)
     holder = psycopg.connect(testing.libpq_url(postgres_url))
     try:
-        projects = Factories(db).projects(5)
+        projects = Factories(db).projects(5, new_memories=1)
         settings = AppSettings(database_url=postgres_url)
         in_flight = InFlight()
         ticks = TickTrigger(
@@ -300,7 +300,7 @@ def test_the_periodic_pass_runs_right_after_start_and_runs_every_step_even_if_on
 def test_the_services_periodic_pass_catches_up_the_tick_before_its_other_steps(
     db: DatabaseService, factories: Factories, clock: FakeClock
 ) -> None:
-    factories.projects(2)
+    factories.projects(2, new_memories=1)
     clock.set(T0.replace(hour=2, minute=40))  # the 02:00 tick was missed
     seen: list[list[tuple[datetime, int]]] = []
     done = threading.Event()

@@ -11,6 +11,7 @@ from omoi_os.models import MemoryTier, MemoryType
 from omoi_os.services.consolidation.scoring import (
     TierCutoffs,
     age_in_days,
+    tier_expiry,
     tier_for,
     value_score,
 )
@@ -132,3 +133,20 @@ def test_small_and_empty_projects() -> None:
     assert TierCutoffs.from_scores([0.42]) == TierCutoffs(hot=0.42, warm=0.42)
     assert TierCutoffs.from_scores([0.3, 0.2, 0.1]) == TierCutoffs(hot=0.3, warm=0.3)
     assert TierCutoffs.from_scores([]) == NO_TOP
+
+
+@pytest.mark.parametrize(
+    ("age_days", "expires_after_learned"),
+    [(0, 30), (29.9, 30), (30, 90), (89.9, 90), (90, None), (400, None)],
+)
+def test_a_tier_expires_at_the_first_age_boundary_after_it_was_set(
+    age_days: float, expires_after_learned: int | None
+) -> None:
+    learned = datetime(2026, 1, 1, tzinfo=UTC)
+
+    expiry = tier_expiry(learned, learned + timedelta(days=age_days))
+
+    expected = (
+        None if expires_after_learned is None else learned + timedelta(days=expires_after_learned)
+    )
+    assert expiry == expected

@@ -87,7 +87,7 @@ async def test_start_inside_a_running_event_loop(
     make_triggers: MakeTriggers, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    triggers = make_triggers()
+    triggers = make_triggers(consolidation_schedule="0 2 * * *")
 
     triggers.start()
     try:

@@ -118,6 +118,7 @@ def test_threshold_job_worker_consolidates_then_the_next_crossing_fires(
         "memories_processed": 10,
         "memories_consolidated": 10,
         "tiers": {"hot": 10, "warm": 0, "cold": 0},
+        "tiers_refreshed": 0,
         "dry_run": False,
     }
     started = one(caplog, "job_started")
@@ -192,6 +193,7 @@ def test_dry_run_reports_and_writes_no_memory(db: DatabaseService, factories: Fa
             "memories_processed": 7,
             "memories_consolidated": 0,
             "tiers": {"hot": 7, "warm": 0, "cold": 0},
+            "tiers_refreshed": 0,
             "dry_run": True,
         },
     )
@@ -328,13 +330,14 @@ def test_an_overrunning_job_times_out_and_a_later_job_finishes_the_rest(
 ) -> None:
     project = factories.project()
     factories.memories(project.id, 100)
-    settings = _settings(db, consolidation_timeout=150, worker_batch_size=10)
+    settings = _settings(db, consolidation_timeout=175, worker_batch_size=10)
     triggers = ConsolidationTriggerService(db, settings=settings)
     first = triggers.trigger_consolidation_sync(project.id)
-    # Every look at the timer: 25 s later. The deadline is set at 0 (150); the run
+    # Every look at the timer: 25 s later. The deadline is set at 0 (175); the run
     # starts at 25; its score scan arms its heartbeat at 50 (every 20 s: a third of the
-    # 60 s lease), finds it due at 75 and re-arms it at 100; then the batches: checked
-    # at 125, timed at 150, and checked at 175: past the deadline.
+    # 60 s lease), finds it due at 75 and re-arms it at 100, and at its end finds it
+    # due again at 125; then the batches: checked at 150, timed at 175, and checked
+    # at 200: past the deadline.
     seconds = iter(range(0, 10_000, 25))
 
     worker = ConsolidationWorker(db, settings=settings, timer=lambda: float(next(seconds)))
@@ -346,7 +349,7 @@ def test_an_overrunning_job_times_out_and_a_later_job_finishes_the_rest(
     assert 0 < done < 100
     assert done % 10 == 0  # whole batches only
     assert job.error == (
-        f"exceeded consolidation_timeout (150 s); {done} memories done, the rest left for a "
+        f"exceeded consolidation_timeout (175 s); {done} memories done, the rest left for a "
         "later job"
     )
     assert 100 - _unconsolidated(db) == done  # committed batches stay

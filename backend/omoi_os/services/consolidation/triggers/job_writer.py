@@ -9,6 +9,7 @@ simply not inserted (and gets no task).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -39,20 +40,29 @@ class JobWriter:
         triggered_by: str,
         scheduled_for: datetime | None = None,
         available_at: datetime | None = None,
+        claimable_at_of: Callable[[job_store.NewJob], datetime] | None = None,
     ) -> list[job_store.NewJob]:
         """A pending job and its queue task for each project `project_ids` yields that
         the database admits; returns the jobs created. Their tasks become claimable at
-        `available_at` (default: now)."""
+        `available_at` (default: now), or each at `claimable_at_of(job)` if given (a
+        spread tick); the job rows say when."""
+        now = self._clock()
         rows = job_store.job_rows(
             project_ids,
             trigger_type=trigger_type,
             scope=scope.to_document(),
             triggered_by=triggered_by,
             scheduled_for=scheduled_for,
-            now=self._clock(),
+            now=now,
+            claimable_at=available_at or now,
         )
         created = job_store.insert_jobs(session, rows)
-        tasks = [(job_store.task_id_for_job(job.id), available_at) for job in created]
+        if claimable_at_of is None:
+            tasks = [(job_store.task_id_for_job(job.id), available_at) for job in created]
+        else:
+            claimable_at = {job.id: claimable_at_of(job) for job in created}
+            job_store.set_claimable_at(session, claimable_at)
+            tasks = [(job_store.task_id_for_job(id_), at) for id_, at in claimable_at.items()]
         queued = self._queue.enqueue(
             session=session, task_type=job_store.CONSOLIDATION_TASK, tasks=tasks
         )

@@ -1,5 +1,6 @@
 """The scheduled trigger: one run of a cron tick writes a job for every active project
-that needs one, set-based, in one transaction, together with the tick's record.
+that has something to do, set-based, in one transaction, together with the tick's
+record (which also counts the projects passed over, busy or idle).
 
 The record is keyed by the tick's instant, so a tick runs once however many replicas
 fire it, and each job carries the instant too, unique per project (invariant 2,
@@ -15,14 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from sqlalchemy import Select
 from sqlalchemy.exc import OperationalError
 
 from omoi_os.clock import Clock
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import TriggerType
+from omoi_os.schedule import spread_offset
 from omoi_os.services.consolidation.decisions import (
     CatchUp,
     TriggerOutcome,
@@ -34,6 +37,7 @@ from omoi_os.services.consolidation.triggers.job_writer import JobWriter
 from omoi_os.services.database import DatabaseService, raw_connection
 from omoi_os.services.threads import InFlight
 from omoi_os.store import jobs as job_store
+from omoi_os.store import memories as memory_store
 from omoi_os.store import projects as project_store
 
 logger = logging.getLogger(__name__)
@@ -53,7 +57,8 @@ class TickResult:
 
     tick: datetime
     created: int  # jobs this run created (and queued)
-    skipped_active: int  # active projects passed over because a job was running
+    skipped_active: int  # active projects passed over because a job was active
+    skipped_idle: int  # active projects passed over with nothing to do
     already_recorded: bool  # another run (here or on a replica) had done this tick
     seconds: float
 
@@ -114,6 +119,9 @@ class TickTrigger:
         self._metrics.count_trigger(
             TriggerType.SCHEDULED, TriggerOutcome.SKIPPED_ACTIVE, result.skipped_active
         )
+        self._metrics.count_trigger(
+            TriggerType.SCHEDULED, TriggerOutcome.SKIPPED_IDLE, result.skipped_idle
+        )
         if result.already_recorded:
             self._metrics.count_trigger(TriggerType.SCHEDULED, TriggerOutcome.SKIPPED_RECORDED)
         self._log(result)
@@ -126,21 +134,49 @@ class TickTrigger:
             self._in_flight.interruptible(raw_connection(session)),
         ):
             if not job_store.record_tick(session, tick, now=now):
-                return TickResult(tick, 0, 0, True, time.perf_counter() - started)
-            candidates = project_store.active_project_ids()
-            candidates = candidates.where(~job_store.has_active_job(candidates.selected_columns[0]))
+                return TickResult(tick, 0, 0, 0, True, time.perf_counter() - started)
             created = self._writer.write(
                 session,
-                candidates,
+                self._candidates(tick),
                 trigger_type=TriggerType.SCHEDULED,
                 scope=DEFAULT_SCOPE,
                 triggered_by=SCHEDULER_PRINCIPAL,
                 scheduled_for=tick,
+                claimable_at_of=self._spread(tick),
             )
-            job_store.set_tick_jobs_created(session, tick, len(created))
             active_projects = project_store.count_active_projects(session)
-        skipped = max(active_projects - len(created), 0)
-        return TickResult(tick, len(created), skipped, False, time.perf_counter() - started)
+            with_active_job = job_store.count_projects_with_active_job(session)
+            skipped_active = max(with_active_job - len(created), 0)
+            skipped_idle = max(active_projects - with_active_job, 0)
+            job_store.set_tick_outcome(
+                session,
+                tick,
+                created=len(created),
+                skipped_active=skipped_active,
+                skipped_idle=skipped_idle,
+            )
+        seconds = time.perf_counter() - started
+        return TickResult(tick, len(created), skipped_active, skipped_idle, False, seconds)
+
+    @staticmethod
+    def _candidates(tick: datetime) -> Select[Any]:
+        """Active projects without an active job that the scheduled job has something
+        to do for (new memories, or tiers that expired with age): an idle project gets
+        no job and no queue row. Driven by the work, so its cost follows the work."""
+        candidates = project_store.active_project_ids()
+        project_id = candidates.selected_columns[0]
+        return candidates.where(
+            project_id.in_(memory_store.projects_with_work(tick)),
+            ~job_store.has_active_job(project_id),
+        )
+
+    def _spread(self, tick: datetime) -> Callable[[job_store.NewJob], datetime] | None:
+        """Each job claimable at the tick plus its project's stable offset in the
+        spread window (None: all at once, now)."""
+        spread = timedelta(seconds=self._settings.consolidation_spread)
+        if not spread:
+            return None
+        return lambda job: tick + spread_offset(job.project_id, spread)
 
     @staticmethod
     def _log(result: TickResult) -> None:
@@ -149,6 +185,7 @@ class TickTrigger:
             "tick": result.tick.isoformat(),
             "jobs_created": result.created,
             "skipped_active": result.skipped_active,
+            "skipped_idle": result.skipped_idle,
             "already_recorded": result.already_recorded,
         }
         if result.already_recorded:
@@ -159,11 +196,12 @@ class TickTrigger:
             )
             return
         logger.info(
-            "scheduled tick %s: created %d job(s); %d active project(s) skipped with a job "
-            "in progress (%.3f s)",
+            "scheduled tick %s: created %d job(s); passed over %d active project(s) with a "
+            "job in progress and %d with nothing to do (%.3f s)",
             result.tick.isoformat(),
             result.created,
             result.skipped_active,
+            result.skipped_idle,
             result.seconds,
             extra=fields,
         )

@@ -49,7 +49,7 @@ def test_a_tick_creates_one_job_and_one_queue_row_per_active_project(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    active = factories.projects(500)
+    active = factories.projects(500, new_memories=1)
     factories.projects(50, is_active=False)
     busy = active[0]
     running = factories.job(busy, status=JobStatus.RUNNING)
@@ -92,7 +92,7 @@ def test_a_tick_creates_one_job_and_one_queue_row_per_active_project(
 def test_the_next_tick_skips_projects_whose_job_is_still_active(
     db: DatabaseService, factories: Factories, make_triggers: MakeTriggers
 ) -> None:
-    projects = factories.projects(3)
+    projects = factories.projects(3, new_memories=1)
     triggers = make_triggers()
     first = triggers.run_scheduled_tick(T0)
     (done,) = stored_jobs(db, projects[0])
@@ -120,7 +120,7 @@ def test_two_replicas_running_the_same_tick_create_one_job_per_project(
     engines = [DatabaseService(postgres_url) for _ in range(2)]
     try:
         factories = Factories(db)
-        projects = factories.projects(2000)
+        projects = factories.projects(2000, new_memories=1)
         settings = AppSettings(database_url=postgres_url)
         replicas = [ConsolidationTriggerService(engine, settings=settings) for engine in engines]
         tick = T0 + timedelta(hours=2)
@@ -159,7 +159,7 @@ def test_a_missed_tick_inside_the_grace_runs_once_at_start(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    factories.projects(4)
+    factories.projects(4, new_memories=1)
     # Daily at 02:00 UTC; it is 02:40, and nothing ran at 02:00.
     clock.set(T0.replace(hour=2, minute=40))
     triggers = make_triggers(consolidation_schedule="0 2 * * *", consolidation_misfire_grace=3600)
@@ -188,7 +188,7 @@ def test_a_missed_tick_older_than_the_grace_is_skipped_and_logged_once(
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    factories.projects(2)
+    factories.projects(2, new_memories=1)
     clock.set(T0.replace(hour=4, minute=0, second=1))
     triggers = make_triggers(consolidation_schedule="0 2 * * *", consolidation_misfire_grace=7200)
 
@@ -206,7 +206,7 @@ def test_a_missed_tick_older_than_the_grace_is_skipped_and_logged_once(
 def test_a_missed_tick_exactly_at_the_grace_still_runs(
     db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
 ) -> None:
-    factories.projects(2)
+    factories.projects(2, new_memories=1)
     clock.set(T0.replace(hour=4, minute=0, second=0))
     triggers = make_triggers(consolidation_schedule="0 2 * * *", consolidation_misfire_grace=7200)
 
@@ -222,7 +222,7 @@ def test_three_missed_ticks_produce_one_run(
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    factories.projects(3)
+    factories.projects(3, new_memories=1)
     # Every 10 minutes; 12:00, 12:10 and 12:20 passed while nothing ran.
     clock.set(T0.replace(minute=25))
     triggers = make_triggers(
@@ -268,7 +268,7 @@ def test_a_tick_whose_run_failed_is_retried_by_the_next_run_due(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO)
-    factories.projects(3)
+    factories.projects(3, new_memories=1)
     clock.set(T0.replace(hour=2, minute=0))
     triggers = make_triggers(consolidation_schedule="0 2 * * *")
     tick = T0.replace(hour=2, minute=0)
