@@ -39,6 +39,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects import sqlite
@@ -50,7 +51,7 @@ from omoi_os.clock import Clock, utc_now
 from omoi_os.models import QueuedTask, TaskState
 from omoi_os.models.base import UTCDateTime, cast_table
 from omoi_os.models.task_queue import in_state
-from omoi_os.store.sql import execute_counting
+from omoi_os.store.sql import execute_counting, insert_ignoring_conflicts
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,38 @@ class TaskQueueService:
                 execute_counting(session, _ENQUEUE_ONE, common | {"task_id": i, "available_at": at})
                 for i, at in zip(ids, available, strict=True)
             )
+        if queued:
+            self._notify(session, task_type)
+        return queued
+
+    def enqueue_select(self, *, session: Session, task_type: str, task_ids: Select[Any]) -> int:
+        """Queue a task, claimable now, for each task id `task_ids` yields (one text
+        column) unless it is already queued; set-based, so the ids never come to Python.
+        Returns how many were queued."""
+        now = self._clock()
+        ids = task_ids.subquery()
+        rows = select(
+            literal(task_type),
+            ids.c[0],
+            literal({}, _tasks.c.payload.type),
+            literal(TaskState.QUEUED.value),
+            literal(0),
+            literal(self.max_attempts),
+            literal(now, _tasks.c.available_at.type),
+            literal(now, _tasks.c.created_at.type),
+        ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
+        columns = [
+            "task_type",
+            "task_id",
+            "payload",
+            "state",
+            "attempts",
+            "max_attempts",
+            "available_at",
+            "created_at",
+        ]
+        statement = insert_ignoring_conflicts(session, QueuedTask).from_select(columns, rows)
+        queued = execute_counting(session, statement)
         if queued:
             self._notify(session, task_type)
         return queued

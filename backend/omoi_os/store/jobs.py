@@ -156,6 +156,20 @@ def count_projects_with_active_job(session: Session) -> int:
     return session.scalar(statement) or 0
 
 
+def insert_jobs_counting(session: Session, rows: Select[Any]) -> int:
+    """insert_jobs without returning the jobs: how many the database admitted."""
+    ordered = rows.order_by(rows.selected_columns[0])
+    statement = insert_ignoring_conflicts(session, ConsolidationJob).from_select(
+        list(_JOB_COLUMNS), ordered
+    )
+    return execute_counting(session, statement)
+
+
+def task_ids_of_tick(tick: datetime) -> Select[Any]:
+    """The queue task ids of every job of `tick` (one text column)."""
+    return select(job_task_id_sql()).where(ConsolidationJob.scheduled_for == tick)
+
+
 def has_active_job(project_id: ColumnElement[Any]) -> ColumnElement[bool]:
     """SQL: the project has a pending or running job."""
     return exists().where(ConsolidationJob.project_id == project_id, is_active_job())

@@ -150,6 +150,25 @@ def test_enqueue_queues_many_tasks_each_once(
     }
 
 
+def test_enqueue_select_queues_each_selected_id_once_claimable_now(
+    db: DatabaseService, queue: _Queue, factories: Factories, clock: FakeClock
+) -> None:
+    names = factories.projects(3)
+    ids = select(Project.name).where(Project.id.in_(names))
+    queue.enqueue("p1")  # already queued: left alone
+
+    with db.transaction() as session:
+        queued = queue.service.enqueue_select(session=session, task_type=TASK, task_ids=ids)
+        again = queue.service.enqueue_select(session=session, task_type=TASK, task_ids=ids)
+
+    assert (queued, again) == (2, 0)
+    rows = sorted(factories.queue_rows(), key=lambda r: r.task_id)
+    assert [
+        (r.task_type, r.task_id, r.payload, r.state, r.attempts, r.max_attempts) for r in rows
+    ] == [(TASK, f"p{n}", {}, TaskState.QUEUED, 0, 3) for n in range(3)]
+    assert {(r.available_at, r.created_at) for r in rows} == {(clock(), clock())}
+
+
 def test_enqueue_joins_the_callers_transaction(
     db: DatabaseService, queue: _Queue, factories: Factories
 ) -> None:

@@ -27,6 +27,7 @@ from omoi_os.store import jobs as job_store
 from omoi_os.store.jobs import CONSOLIDATION_TASK, NewJob, StartedJob
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0, Factories
+from tests.support.rows import stored_jobs
 
 FINISHED_STATUSES = [
     JobStatus.COMPLETED,
@@ -178,6 +179,31 @@ def test_insert_jobs_creates_one_pending_job_per_project(
             "result": None,
             "error": None,
         }
+
+
+def test_insert_jobs_counting_admits_what_insert_jobs_does_and_counts_it(
+    db: DatabaseService, factories: Factories
+) -> None:
+    project_ids = factories.projects(3)
+    busy = factories.job(project_ids[0])  # an active job: no second one
+    rows = job_store.job_rows(
+        select(Project.id).where(Project.id.in_(project_ids)),
+        trigger_type=TriggerType.SCHEDULED,
+        scope={},
+        triggered_by="tests",
+        scheduled_for=T0,
+        now=T0,
+        claimable_at=T0,
+    )
+
+    with db.transaction() as session:
+        created = job_store.insert_jobs_counting(session, rows)
+        task_ids = list(session.scalars(job_store.task_ids_of_tick(T0)))
+
+    assert created == 2
+    jobs = [job for job in stored_jobs(db) if job.id != busy.id]
+    assert sorted(job.project_id for job in jobs) == sorted(project_ids[1:])
+    assert sorted(task_ids) == sorted(job_store.task_id_for_job(job.id) for job in jobs)
 
 
 def test_insert_jobs_with_no_projects_creates_nothing(db: DatabaseService) -> None:

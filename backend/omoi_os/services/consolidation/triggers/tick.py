@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock
 from omoi_os.config import AppSettings
@@ -135,28 +136,43 @@ class TickTrigger:
         ):
             if not job_store.record_tick(session, tick, now=now):
                 return TickResult(tick, 0, 0, 0, True, time.perf_counter() - started)
-            created = self._writer.write(
-                session,
-                self._candidates(tick),
-                trigger_type=TriggerType.SCHEDULED,
-                scope=DEFAULT_SCOPE,
-                triggered_by=SCHEDULER_PRINCIPAL,
-                scheduled_for=tick,
-                claimable_at_of=self._spread(tick),
-            )
+            created = self._write_jobs(session, tick)
             active_projects = project_store.count_active_projects(session)
             with_active_job = job_store.count_projects_with_active_job(session)
-            skipped_active = max(with_active_job - len(created), 0)
+            skipped_active = max(with_active_job - created, 0)
             skipped_idle = max(active_projects - with_active_job, 0)
             job_store.set_tick_outcome(
                 session,
                 tick,
-                created=len(created),
+                created=created,
                 skipped_active=skipped_active,
                 skipped_idle=skipped_idle,
             )
         seconds = time.perf_counter() - started
-        return TickResult(tick, len(created), skipped_active, skipped_idle, False, seconds)
+        return TickResult(tick, created, skipped_active, skipped_idle, False, seconds)
+
+    def _write_jobs(self, session: Session, tick: datetime) -> int:
+        """The tick's jobs and tasks; how many. A spread gives each job its own
+        claimable_at, computed per project; otherwise it stays set-based in SQL."""
+        spread = timedelta(seconds=self._settings.consolidation_spread)
+        if not spread:
+            return self._writer.write_tick(
+                session,
+                self._candidates(tick),
+                scope=DEFAULT_SCOPE,
+                triggered_by=SCHEDULER_PRINCIPAL,
+                tick=tick,
+            )
+        created = self._writer.write(
+            session,
+            self._candidates(tick),
+            trigger_type=TriggerType.SCHEDULED,
+            scope=DEFAULT_SCOPE,
+            triggered_by=SCHEDULER_PRINCIPAL,
+            scheduled_for=tick,
+            claimable_at_of=lambda job: tick + spread_offset(job.project_id, spread),
+        )
+        return len(created)
 
     @staticmethod
     def _candidates(tick: datetime) -> Select[Any]:
@@ -169,14 +185,6 @@ class TickTrigger:
             project_id.in_(memory_store.projects_with_work(tick)),
             ~job_store.has_active_job(project_id),
         )
-
-    def _spread(self, tick: datetime) -> Callable[[job_store.NewJob], datetime] | None:
-        """Each job claimable at the tick plus its project's stable offset in the
-        spread window (None: all at once, now)."""
-        spread = timedelta(seconds=self._settings.consolidation_spread)
-        if not spread:
-            return None
-        return lambda job: tick + spread_offset(job.project_id, spread)
 
     @staticmethod
     def _log(result: TickResult) -> None:
