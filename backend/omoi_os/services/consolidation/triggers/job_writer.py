@@ -10,7 +10,7 @@ simply not inserted (and gets no task).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select
@@ -39,14 +39,15 @@ class JobWriter:
         scope: ConsolidationScope,
         triggered_by: str,
         scheduled_for: datetime | None = None,
-        available_at: datetime | None = None,
+        delay: timedelta = timedelta(0),
         claimable_at_of: Callable[[job_store.NewJob], datetime] | None = None,
     ) -> list[job_store.NewJob]:
         """A pending job and its queue task for each project `project_ids` yields that
-        the database admits; returns the jobs created. Their tasks become claimable at
-        `available_at` (default: now), or each at `claimable_at_of(job)` if given (a
+        the database admits; returns the jobs created. Their tasks become claimable
+        `delay` after now (a debounce), or each at `claimable_at_of(job)` if given (a
         spread tick); the job rows say when."""
         now = self._clock()
+        available_at = now + delay
         rows = job_store.job_rows(
             project_ids,
             trigger_type=trigger_type,
@@ -54,7 +55,7 @@ class JobWriter:
             triggered_by=triggered_by,
             scheduled_for=scheduled_for,
             now=now,
-            claimable_at=available_at or now,
+            claimable_at=available_at,
         )
         created = job_store.insert_jobs(session, rows)
         if claimable_at_of is None:

@@ -168,5 +168,5 @@ class ThresholdTrigger:
             trigger_type=TriggerType.THRESHOLD,
             scope=DEFAULT_SCOPE,
             triggered_by=THRESHOLD_PRINCIPAL,
-            available_at=now + timedelta(seconds=self._settings.consolidation_debounce),
+            delay=timedelta(seconds=self._settings.consolidation_debounce),
         )

@@ -193,7 +193,7 @@ def test_each_task_id_is_task_id_for_job_of_its_job(
     assert sorted(by_task) == sorted(str(job.id) for job in stored_jobs(db))
 
 
-def test_available_at_is_when_the_tasks_become_claimable(
+def test_a_delay_is_when_the_tasks_become_claimable_and_the_jobs_say_so(
     db: DatabaseService,
     factories: Factories,
     writer: JobWriter,
@@ -210,7 +210,7 @@ def test_available_at_is_when_the_tasks_become_claimable(
             trigger_type=TriggerType.THRESHOLD,
             scope=DEFAULT_SCOPE,
             triggered_by="threshold",
-            available_at=available_at,
+            delay=timedelta(seconds=90),
         )
         (at_once,) = writer.write(
             session,
@@ -224,6 +224,8 @@ def test_available_at_is_when_the_tasks_become_claimable(
         task_id_for_job(delayed.id): available_at,
         task_id_for_job(at_once.id): clock(),
     }
+    claimable = {job.id: (job.created_at, job.claimable_at) for job in stored_jobs(db)}
+    assert claimable == {delayed.id: (clock(), available_at), at_once.id: (clock(), clock())}
     with db.transaction() as session:
         claimed = queue.claim(
             session=session, task_types=[CONSOLIDATION_TASK], worker_id="w", limit=10
