@@ -20,6 +20,7 @@ TABLES = {
     "task_memories",
     "consolidation_jobs",
     "consolidation_ticks",
+    "consolidation_schedule_pause",
     "task_queue",
     migrations.VERSION_TABLE,
 }
@@ -276,3 +277,36 @@ def test_tier_expiry_is_backfilled_from_when_each_tier_was_set(empty_database_ur
     service.dispose()
     learned = datetime(2026, 1, 1, 10, 0, 0, 250000, tzinfo=UTC)
     assert expiries == [learned + timedelta(days=30), learned + timedelta(days=90), None, None]
+
+
+def test_memories_and_jobs_survive_0004_and_keep_their_job_id_once_it_is_deleted(
+    empty_database_url: str,
+) -> None:
+    """0004 copies task_memories on SQLite to drop its foreign key to the jobs; no
+    memory or job may be lost on the way (dropping a referenced table would cascade),
+    and a memory keeps the id of its job after retention deletes that job."""
+    migrations.upgrade(empty_database_url, "0003")
+    project = "'0c6f3b1e5d2a4f8e9a7b1c3d5e7f9a0b'"
+    _execute(
+        empty_database_url,
+        f"INSERT INTO projects (id, name, is_active, created_at) "
+        f"VALUES ({project}, 'kept', true, '2026-01-01 00:00:00')",
+        "INSERT INTO consolidation_jobs (id, project_id, trigger_type, scope, status, "
+        f"triggered_by, created_at, finished_at) VALUES (7, {project}, 'manual', '{{}}', "
+        "'completed', 't', '2026-01-01 00:00:00', '2026-01-02 00:00:00')",
+        "INSERT INTO task_memories (project_id, memory_type, execution_summary, success, "
+        "reused_count, learned_at, is_consolidated, consolidated_at, consolidation_job_id, "
+        f"tier) VALUES ({project}, 'learning', 'a', true, 0, '2026-01-01 10:00:00', true, "
+        "'2026-01-02 00:00:00', 7, 'hot')",
+    )
+
+    migrations.upgrade(empty_database_url)
+    _execute(empty_database_url, "DELETE FROM consolidation_jobs WHERE id = 7")
+
+    service = DatabaseService(empty_database_url)
+    with service.read() as session:
+        memory = session.scalars(select(TaskMemory)).one()
+        projects = session.scalars(select(Project)).all()
+    service.dispose()
+    assert len(projects) == 1
+    assert (memory.consolidation_job_id, memory.tier, memory.is_consolidated) == (7, "hot", True)

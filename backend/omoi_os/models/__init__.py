@@ -6,6 +6,7 @@ from omoi_os.models.consolidation_job import (
     ConsolidationJob,
     ConsolidationTick,
     JobStatus,
+    SchedulePause,
     TriggerType,
     is_active_job,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "MemoryType",
     "Project",
     "QueuedTask",
+    "SchedulePause",
     "TaskMemory",
     "TaskState",
     "TriggerType",

@@ -8,12 +8,14 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
+    CheckConstraint,
     ColumnElement,
     ForeignKey,
     Index,
     String,
     Text,
     UniqueConstraint,
+    false,
     literal_column,
     text,
 )
@@ -78,6 +80,16 @@ class ConsolidationJob(Base):
     finished_at: Mapped[datetime | None]
     result: Mapped[dict[str, Any] | None] = mapped_column(JsonDocument)
     error: Mapped[str | None] = mapped_column(Text)
+    # Cancelling: a pending job ends `cancelled` at once; a running one is asked to stop
+    # (cancel_requested_at) and ends `cancelled` after its current batch.
+    cancel_requested_at: Mapped[datetime | None]
+    cancelled_by: Mapped[str | None] = mapped_column(String(200))
+    cancel_reason: Mapped[str | None] = mapped_column(Text)
+    # The failed or timed-out job this one retries: a plain number, since retention
+    # may delete that job.
+    retry_of_id: Mapped[int | None] = mapped_column(BigIntId)
+    # A manual job created while its project was paused says so.
+    project_paused: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     __table_args__ = (
         # Invariant 1 (docs/invariants.md): one pending or running job per project.
@@ -93,6 +105,15 @@ class ConsolidationJob(Base):
         UniqueConstraint("scheduled_for", "project_id"),
         Index("ix_consolidation_jobs_project_id_id", "project_id", "id"),
         Index("ix_consolidation_jobs_project_id_finished_at", "project_id", "finished_at"),
+        # Listing jobs across projects by status, newest first.
+        Index("ix_consolidation_jobs_status_id", "status", "id"),
+        # Retention: finished jobs oldest first.
+        Index(
+            "ix_consolidation_jobs_finished_at",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+            sqlite_where=text("finished_at IS NOT NULL"),
+        ),
         Index(
             "ix_consolidation_jobs_running_started_at",
             "started_at",
@@ -117,3 +138,24 @@ class ConsolidationTick(Base):
     # Active projects passed over: a job was still active / there was nothing to do.
     skipped_active: Mapped[int] = mapped_column(default=0, server_default="0")
     skipped_idle: Mapped[int] = mapped_column(default=0, server_default="0")
+    # Active projects passed over because they were paused.
+    skipped_paused: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The whole tick was passed over: the schedule was paused (recorded, never caught up).
+    schedule_paused: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Run late, at start-up or by the periodic pass, after no replica ran it on time.
+    caught_up: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+
+class SchedulePause(Base):
+    """The schedule's pause: while this single row exists, scheduled ticks create no
+    jobs (each is recorded as passed over). In the database, so that every replica
+    obeys it at once and it survives restarts."""
+
+    __tablename__ = "consolidation_schedule_pause"
+
+    id: Mapped[int] = mapped_column(primary_key=True, default=1)
+    paused_at: Mapped[datetime]
+    paused_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)

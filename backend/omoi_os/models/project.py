@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Index, String, text
+from sqlalchemy import CheckConstraint, Index, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from omoi_os.clock import utc_now
@@ -25,8 +25,23 @@ class Project(Base):
     # A threshold crossing seen while a job was active or the cooldown ran, fired by
     # the periodic pass once both are over.
     threshold_crossed_at: Mapped[datetime | None]
+    # Paused: no scheduled or threshold job (a manual trigger still runs, and says so).
+    paused_at: Mapped[datetime | None]
+    paused_by: Mapped[str | None] = mapped_column(String(200))
+    pause_reason: Mapped[str | None] = mapped_column(Text)
+    # This project's own threshold and cooldown; NULL: the global setting.
+    consolidation_threshold: Mapped[int | None]
+    consolidation_cooldown: Mapped[int | None]
 
     __table_args__ = (
+        # PostgreSQL only (migration 0004: on SQLite a new CHECK means copying the
+        # table); the service validates the overrides on both.
+        CheckConstraint("consolidation_threshold >= 1", name="threshold_positive").ddl_if(
+            dialect="postgresql"
+        ),
+        CheckConstraint("consolidation_cooldown >= 0", name="cooldown_not_negative").ddl_if(
+            dialect="postgresql"
+        ),
         Index(
             "ix_projects_threshold_crossed_at",
             "threshold_crossed_at",

@@ -41,9 +41,9 @@ class TaskMemory(Base):
 
     is_consolidated: Mapped[bool] = mapped_column(default=False)
     consolidated_at: Mapped[datetime | None]
-    consolidation_job_id: Mapped[int | None] = mapped_column(
-        ForeignKey("consolidation_jobs.id", ondelete="SET NULL")
-    )
+    # The job that consolidated it: a plain number, not a foreign key, so that
+    # retention can delete old jobs without touching (or scanning) the memories.
+    consolidation_job_id: Mapped[int | None] = mapped_column(BigIntId)
     consolidation_score: Mapped[float | None]
     tier: Mapped[MemoryTier | None] = mapped_column(string_enum(MemoryTier, "memory_tier"))
     # When the tier may next change with the memory's age (the first of 30 and 90 days

@@ -72,6 +72,13 @@ class QueuedTask(Base):
             postgresql_where=text("state = 'queued'"),
             sqlite_where=text("state = 'queued'"),
         ),
+        # Retention: finished tasks oldest first.
+        Index(
+            "ix_task_queue_finished_at",
+            "finished_at",
+            postgresql_where=text("state IN ('done', 'dead')"),
+            sqlite_where=text("state IN ('done', 'dead')"),
+        ),
         Index(
             "ix_task_queue_leases",
             "lease_expires_at",
