@@ -1,4 +1,5 @@
-"""The `omoi-os` command line: serve, worker, migrate, trigger, jobs, schedule."""
+"""The `omoi-os` command line: serve, worker, migrate, trigger, cancel, retry, jobs,
+schedule."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from omoi_os import migrations
 from omoi_os.config import AppSettings
 from omoi_os.errors import ConsolidationError
 from omoi_os.models import JobStatus, TriggerType
+from omoi_os.services.consolidation.cancellation import Cancelled
 from omoi_os.services.database import DatabaseDirectoryError
 
 if TYPE_CHECKING:
@@ -204,7 +206,7 @@ def trigger(
     runtime = _open_runtime(settings)
     try:
         job_id = runtime.triggers.trigger_consolidation_sync(
-            project_id, TriggerType.MANUAL, parsed, triggered_by=f"cli:{getpass.getuser()}"
+            project_id, TriggerType.MANUAL, parsed, triggered_by=_cli_principal()
         )
     except ValidationError as exc:
         error = exc.errors()[0]
@@ -214,6 +216,43 @@ def trigger(
     finally:
         runtime.db.dispose()
     typer.echo(f"created consolidation job {job_id}")
+
+
+def _cli_principal() -> str:
+    """Who a command is recorded as having done something."""
+    return f"cli:{getpass.getuser()}"
+
+
+@app.command()
+def cancel(
+    job_id: Annotated[int, typer.Argument(min=1, help="The job's id")],
+    reason: Annotated[str | None, typer.Option(help="Why, for the record")] = None,
+) -> None:
+    """Cancel a job: a pending one at once, a running one at the end of its batch."""
+    runtime = _open_runtime(load_settings())
+    try:
+        _, how = runtime.jobs.cancel(job_id, by=_cli_principal(), reason=reason)
+    except ConsolidationError as exc:
+        fail(str(exc))
+    finally:
+        runtime.db.dispose()
+    if how is Cancelled.AT_ONCE:
+        typer.echo(f"cancelled consolidation job {job_id}")
+    else:
+        typer.echo(f"consolidation job {job_id} stops at the end of its batch")
+
+
+@app.command()
+def retry(job_id: Annotated[int, typer.Argument(min=1, help="The failed job's id")]) -> None:
+    """Retry a failed or timed-out job: a new job with its project and scope."""
+    runtime = _open_runtime(load_settings())
+    try:
+        new_job_id = runtime.triggers.retry_sync(job_id, triggered_by=_cli_principal())
+    except ConsolidationError as exc:
+        fail(str(exc))
+    finally:
+        runtime.db.dispose()
+    typer.echo(f"created consolidation job {new_job_id}, retrying job {job_id}")
 
 
 @app.command()

@@ -17,9 +17,14 @@ class ProjectNotFound(ConsolidationError, LookupError):
 
 
 class ProjectInactive(ConsolidationError):
-    def __init__(self, project_id: uuid.UUID) -> None:
-        super().__init__(f"project {project_id} is inactive")
+    """The project is inactive. `active_job_id` names a job it still has: one that was
+    running when it was deactivated, stopping at the end of its batch."""
+
+    def __init__(self, project_id: uuid.UUID, active_job_id: int | None = None) -> None:
+        still = "" if active_job_id is None else f"; its job {active_job_id} is stopping"
+        super().__init__(f"project {project_id} is inactive{still}")
         self.project_id = project_id
+        self.active_job_id = active_job_id
 
 
 class ConsolidationAlreadyActive(ConsolidationError):
@@ -37,3 +42,22 @@ class JobNotFound(ConsolidationError, LookupError):
     def __init__(self, job_id: int) -> None:
         super().__init__(f"consolidation job {job_id} does not exist")
         self.job_id = job_id
+
+
+class JobStateConflict(ConsolidationError):
+    """What was asked of a job does not fit the status it is in."""
+
+    def __init__(self, job_id: int, status: str, wanted: str) -> None:
+        super().__init__(f"consolidation job {job_id} is {status}; {wanted}")
+        self.job_id = job_id
+        self.status = status
+
+
+class JobNotCancellable(JobStateConflict):
+    def __init__(self, job_id: int, status: str) -> None:
+        super().__init__(job_id, status, "only a pending or running job can be cancelled")
+
+
+class JobNotRetryable(JobStateConflict):
+    def __init__(self, job_id: int, status: str) -> None:
+        super().__init__(job_id, status, "only a failed or timed-out job can be retried")

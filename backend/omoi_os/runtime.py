@@ -75,9 +75,9 @@ class ConsolidationRuntime:
         self.worker = ConsolidationWorker(
             self.db, settings=settings, queue=self.queue, metrics=metrics, clock=clock
         )
-        self.projects = ProjectService(self.db, clock=clock)
+        self.projects = ProjectService(self.db, queue=self.queue, clock=clock)
         self.memories = MemoryService(self.db, self.triggers, clock=clock)
-        self.jobs = JobService(self.db)
+        self.jobs = JobService(self.db, queue=self.queue, clock=clock)
         self.metrics.watch(DatabaseGauges(self.db, self.queue))
         self._lifecycle = threading.Lock()
 

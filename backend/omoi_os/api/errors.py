@@ -25,6 +25,7 @@ from omoi_os.api.schemas import ConflictBody, ErrorBody
 from omoi_os.errors import (
     ConsolidationAlreadyActive,
     JobNotFound,
+    JobStateConflict,
     ProjectInactive,
     ProjectNotFound,
 )
@@ -43,7 +44,11 @@ _ERROR_DOCS: dict[int, tuple[str, type[BaseModel]]] = {
     400: ("The body is not JSON", ErrorBody),
     401: ("Missing or wrong credentials", ErrorBody),
     404: ("No such project or job", ErrorBody),
-    409: ("The project is inactive, or already has an active job", ConflictBody),
+    409: (
+        "The project is inactive or already has an active job, or the job's status does "
+        "not allow it",
+        ConflictBody,
+    ),
     413: (f"Request body over {MAX_BODY_BYTES} bytes", ErrorBody),
     415: ("The body is not JSON (Content-Type must be application/json)", ErrorBody),
     503: ("The database is unavailable", ErrorBody),
@@ -188,7 +193,9 @@ def _answer(request: Request, exc: Exception) -> Response | None:
     if isinstance(exc, ConsolidationAlreadyActive):
         return JSONResponse({"detail": str(exc), "active_job_id": exc.active_job_id}, 409)
     if isinstance(exc, ProjectInactive):
-        return JSONResponse({"detail": str(exc), "active_job_id": None}, 409)
+        return JSONResponse({"detail": str(exc), "active_job_id": exc.active_job_id}, 409)
+    if isinstance(exc, JobStateConflict):
+        return JSONResponse({"detail": str(exc), "status": exc.status}, 409)
     if isinstance(exc, OperationalError | PoolTimeout) and _is_connection_failure(exc):
         return _database_unavailable(request, exc)
     return None

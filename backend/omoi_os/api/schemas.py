@@ -163,6 +163,16 @@ class JobOut(Response):
     finished_at: datetime | None
     result: dict[str, Any] | None
     error: str | None
+    cancel_requested_at: datetime | None = Field(
+        description="When it was cancelled, or asked to stop at the end of its batch"
+    )
+    cancelled_by: str | None
+    cancel_reason: str | None
+    retry_of_id: int | None = Field(description="The failed or timed-out job this one retries")
+
+
+class JobCancel(Request):
+    reason: str | None = Field(default=None, max_length=500, description="Why, for the record")
 
 
 class JobPage(BaseModel):
@@ -202,4 +212,7 @@ class ConflictBody(BaseModel):
     detail: str
     active_job_id: int | None = Field(
         default=None, description="The project's pending or running job, when that is the conflict"
+    )
+    status: JobStatus | None = Field(
+        default=None, description="The job's status, when that is the conflict (cancel, retry)"
     )

@@ -47,6 +47,8 @@ class DatabaseService:
             engine = create_database_engine(resolved, pool_size=settings.database_pool_size)
             self.engine, self._owns_engine = engine, True
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool, its connections lent in autocommit mode (single_statement).
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @classmethod
     def from_engine(cls, engine: Engine) -> DatabaseService:
@@ -85,6 +87,23 @@ class DatabaseService:
         with self._sessions() as session:
             session.connection(execution_options={"sqlite_begin": "DEFERRED"})
             yield session
+
+    @contextmanager
+    def single_statement(self, *, read_only: bool = False) -> Iterator[Connection]:
+        """A connection for work that is one statement (a read, or a write whose parts
+        are one statement's CTEs). On PostgreSQL it autocommits: the statement is its
+        own transaction, with no BEGIN and COMMIT round trips around it. On SQLite it
+        is an ordinary transaction (in process: its BEGIN costs no round trip), which
+        a `read_only` one begins DEFERRED, as `read` does."""
+        if self.dialect == "postgresql":
+            with self._autocommit.connect() as connection:
+                yield connection
+            return
+        with self.engine.connect() as connection:
+            if read_only:
+                connection.execution_options(sqlite_begin="DEFERRED")
+            with connection.begin():
+                yield connection
 
     def ping(self) -> None:
         """Raise unless the database answers a trivial query (never waits for SQLite's

@@ -133,9 +133,11 @@ def _fenced(statement: Update) -> Update:
     )
 
 
-# The worker's statements of every job, built once (not on every call).
+# The worker's statements of every job, built once (not on every call). CLAIM and
+# COMPLETE are public: the worker runs them as parts of statements that also move the
+# job (services/consolidation/job_tasks.py).
 _EXTEND = _fenced(update(_tasks)).values(lease_expires_at=bindparam("lease_expires_at"))
-_COMPLETE = _fenced(update(_tasks)).values(
+COMPLETE = _fenced(update(_tasks)).values(
     state=TaskState.DONE, finished_at=bindparam("finished_at"), lease_expires_at=None
 )
 _DUE = (
@@ -150,7 +152,7 @@ _DUE = (
     .with_for_update(skip_locked=True)
     .cte("due")
 )
-_CLAIM = (
+CLAIM = (
     update(_tasks)
     .where(_tasks.c.id == _DUE.c.id)
     .values(
@@ -253,8 +255,22 @@ class TaskQueueService:
         lease: timedelta | None = None,
     ) -> list[ClaimedTask]:
         """Lease up to `limit` due tasks of `task_types` to `worker_id`, oldest first."""
+        parameters = self.claim_parameters(task_types, worker_id, limit=limit, lease=lease)
+        rows = session.connection().execute(CLAIM, parameters)
+        claimed = [ClaimedTask(*row) for row in rows]
+        return sorted(claimed, key=lambda task: task.id)
+
+    def claim_parameters(
+        self,
+        task_types: Iterable[str],
+        worker_id: str,
+        *,
+        limit: int = 1,
+        lease: timedelta | None = None,
+    ) -> dict[str, Any]:
+        """CLAIM's parameters: a new claim token, and a lease from now (`now`)."""
         now = self._clock()
-        parameters = {
+        return {
             "task_types": list(task_types),
             "now": now,
             "limit": limit,
@@ -262,9 +278,10 @@ class TaskQueueService:
             "claim_token": uuid.uuid4().hex,
             "lease_expires_at": now + (lease or self.lease),
         }
-        rows = session.connection().execute(_CLAIM, parameters)
-        claimed = [ClaimedTask(*row) for row in rows]
-        return sorted(claimed, key=lambda task: task.id)
+
+    def complete_parameters(self, task: ClaimedTask, worker_id: str) -> dict[str, Any]:
+        """COMPLETE's parameters for a task this worker holds."""
+        return _fence(task, worker_id) | {"finished_at": self._clock()}
 
     def extend_lease(
         self, *, session: Session, task: ClaimedTask, worker_id: str, lease: timedelta | None = None
@@ -275,7 +292,7 @@ class TaskQueueService:
 
     def complete(self, *, session: Session, task: ClaimedTask, worker_id: str) -> bool:
         """Mark a held task done; False if the lease was lost (the task is not ours)."""
-        return self._update_held(session, task, worker_id, _COMPLETE, finished_at=self._clock())
+        return self._update_held(session, task, worker_id, COMPLETE, finished_at=self._clock())
 
     def fail(
         self, *, session: Session, task: ClaimedTask, worker_id: str, error: str
@@ -378,6 +395,22 @@ class TaskQueueService:
         )
         return execute_counting(session, statement)
 
+    def drop_queued(
+        self, *, session: Session, task_type: str, task_ids: list[str], reason: str
+    ) -> int:
+        """Finish queued tasks unrun (their work was cancelled): no worker will claim
+        them. A claimed task is left to its worker. Returns how many were dropped."""
+        statement = (
+            update(QueuedTask)
+            .where(
+                QueuedTask.task_type == task_type,
+                QueuedTask.task_id.in_(task_ids),
+                in_state(TaskState.QUEUED),
+            )
+            .values(state=TaskState.DONE, finished_at=self._clock(), last_error=reason)
+        )
+        return execute_counting(session, statement)
+
     @staticmethod
     def dead_task(task_type: str, task_id: ColumnElement[str]) -> Select[str | None]:
         """SQL: the last error of the task `task_id` (a column of the caller's query) of
@@ -410,23 +443,32 @@ class TaskQueueService:
     ) -> bool:
         """Run a _fenced `statement` on `task`, with its other `values`; True if this
         worker still held the task (so the row changed)."""
-        fence = {"held_id": task.id, "held_by": worker_id, "held_token": task.claim_token}
-        held = execute_counting(session, statement, fence | values) == 1
+        held = execute_counting(session, statement, _fence(task, worker_id) | values) == 1
         if not held:
-            logger.warning(
-                "task %s (%s %s) is no longer held by %s",
-                task.id,
-                task.task_type,
-                task.task_id,
-                worker_id,
-                extra={"action": "task_not_held", "task_id": task.task_id, "worker": worker_id},
-            )
+            self.report_not_held(task, worker_id)
         return held
+
+    @staticmethod
+    def report_not_held(task: ClaimedTask, worker_id: str) -> None:
+        """Log that a fenced write found `task` no longer held by `worker_id`."""
+        logger.warning(
+            "task %s (%s %s) is no longer held by %s",
+            task.id,
+            task.task_type,
+            task.task_id,
+            worker_id,
+            extra={"action": "task_not_held", "task_id": task.task_id, "worker": worker_id},
+        )
 
     @staticmethod
     def _notify(session: Session, task_type: str) -> None:
         if session.get_bind().dialect.name == "postgresql":
             session.execute(select(func.pg_notify(NOTIFY_CHANNEL, task_type)))
+
+
+def _fence(task: ClaimedTask, worker_id: str) -> dict[str, Any]:
+    """The parameters of _fenced: this claim of `task`, by `worker_id`."""
+    return {"held_id": task.id, "held_by": worker_id, "held_token": task.claim_token}
 
 
 class QueueListener:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -49,6 +50,9 @@ _jobs = cast_table(ConsolidationJob)
 _ticks = cast_table(ConsolidationTick)
 
 # --- a job on the task queue -----------------------------------------------------------
+
+# Who a job's trigger or cancellation is recorded as when no one is named.
+SYSTEM_PRINCIPAL = "system"
 
 # The queue's task_type for consolidation jobs; a job's task_id is its id as text.
 CONSOLIDATION_TASK = "consolidation"
@@ -245,14 +249,27 @@ class StartedJob:
     project_id: uuid.UUID
     scope: dict[str, Any]
     result: dict[str, Any] | None
+    cancel_requested_at: datetime | None  # asked to stop before this worker took it
 
 
-_START = (
-    update(_jobs)
-    .where(_jobs.c.id == bindparam("job_id"), is_active_job())
-    .values(status=JobStatus.RUNNING, started_at=bindparam("now"), error=None)
-    .returning(_jobs.c.id, _jobs.c.project_id, _jobs.c.scope, _jobs.c.result)
-)
+def start_statement(job_id: ColumnElement[Any]) -> Update:
+    """SQL: job `job_id` (a parameter, or a column of the caller's statement) →
+    running, if it is still active; RETURNING what StartedJob holds."""
+    return (
+        update(_jobs)
+        .where(_jobs.c.id == job_id, is_active_job())
+        .values(status=JobStatus.RUNNING, started_at=bindparam("now"), error=None)
+        .returning(
+            _jobs.c.id,
+            _jobs.c.project_id,
+            _jobs.c.scope,
+            _jobs.c.result,
+            _jobs.c.cancel_requested_at,
+        )
+    )
+
+
+_START = start_statement(bindparam("job_id"))
 
 
 def start_job(session: Session, job_id: int, *, now: datetime) -> StartedJob | None:
@@ -267,18 +284,65 @@ _SAVE_PROGRESS = (
     update(_jobs)
     .where(_jobs.c.id == bindparam("job_id"), _IS_RUNNING)
     .values(result=bindparam("new_result"))
+    .returning(_jobs.c.cancel_requested_at)
 )
 
 
-def save_progress(session: Session, job_id: int, result: dict[str, Any]) -> bool:
-    """Store the running totals of a job that is still running; False if it is not
-    (the sweeper ended it): the caller must stop and roll back its batch."""
+class Saved(StrEnum):
+    """What saving a running job's totals found."""
+
+    RUNNING = "running"
+    CANCEL_REQUESTED = "cancel_requested"  # stop after this batch
+    NOT_RUNNING = "not_running"  # the sweeper ended it: roll the batch back
+
+
+def save_progress(session: Session, job_id: int, result: dict[str, Any]) -> Saved:
+    """Store the running totals of a job that is still running, and say whether it was
+    asked to stop (one statement: the batch learns of a cancel for free)."""
     parameters = {"job_id": job_id, "new_result": result}
-    return execute_counting(session, _SAVE_PROGRESS, parameters) == 1
+    row = session.connection().execute(_SAVE_PROGRESS, parameters).one_or_none()
+    if row is None:
+        return Saved.NOT_RUNNING
+    return Saved.RUNNING if row.cancel_requested_at is None else Saved.CANCEL_REQUESTED
+
+
+# --- cancelling and retrying ----------------------------------------------------------
+
+
+def _cancel_values(now: datetime, by: str, reason: str) -> dict[str, Any]:
+    return {"cancel_requested_at": now, "cancelled_by": by, "cancel_reason": reason}
+
+
+def cancel_pending_job(
+    session: Session, job_id: int, *, now: datetime, by: str, reason: str
+) -> bool:
+    """pending → cancelled at once; False if the job is not pending (any more)."""
+    statement = (
+        update(_jobs)
+        .where(_jobs.c.id == job_id, _jobs.c.status == JobStatus.PENDING)
+        .values(status=JobStatus.CANCELLED, finished_at=now, **_cancel_values(now, by, reason))
+    )
+    return execute_counting(session, statement) == 1
+
+
+def request_stop(session: Session, job_id: int, *, now: datetime, by: str, reason: str) -> bool:
+    """Ask a running job to stop at the end of its batch (its worker then ends it
+    `cancelled`); False if it is not running, or was already asked."""
+    statement = (
+        update(_jobs)
+        .where(_jobs.c.id == job_id, _IS_RUNNING, _jobs.c.cancel_requested_at.is_(None))
+        .values(**_cancel_values(now, by, reason))
+    )
+    return execute_counting(session, statement) == 1
+
+
+def link_retry(session: Session, job_id: int, *, retry_of: int) -> None:
+    """Record that job `job_id` retries job `retry_of`."""
+    session.execute(update(_jobs).where(_jobs.c.id == job_id).values(retry_of_id=retry_of))
 
 
 @cache
-def _finish_statement(*, with_result: bool, final: bool) -> Update:
+def finish_statement(*, with_result: bool, final: bool) -> Update:
     # Bind names unlike the columns': an execute() key named like a column would be
     # SET too.
     values: dict[str, Any] = {"status": bindparam("new_status"), "error": bindparam("new_error")}
@@ -287,6 +351,24 @@ def _finish_statement(*, with_result: bool, final: bool) -> Update:
     if final:
         values["finished_at"] = bindparam("finished_now")
     return update(_jobs).where(_jobs.c.id == bindparam("job_id"), _IS_RUNNING).values(**values)
+
+
+def finish_parameters(
+    job_id: int,
+    *,
+    status: JobStatus,
+    now: datetime,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """finish_statement's parameters (it sets `result` only when there is one, and
+    finished_at only for a final status)."""
+    parameters: dict[str, Any] = {"job_id": job_id, "new_status": status, "new_error": error}
+    if result is not None:
+        parameters["new_result"] = result
+    if status not in ACTIVE_JOB_STATUSES:
+        parameters["finished_now"] = now
+    return parameters
 
 
 def finish_job(
@@ -301,12 +383,8 @@ def finish_job(
     """running → a final status (or back to pending, for a retry or a hand-back).
     False if the job is not running any more."""
     final = status not in ACTIVE_JOB_STATUSES
-    statement = _finish_statement(with_result=result is not None, final=final)
-    parameters: dict[str, Any] = {"job_id": job_id, "new_status": status, "new_error": error}
-    if result is not None:
-        parameters["new_result"] = result
-    if final:
-        parameters["finished_now"] = now
+    statement = finish_statement(with_result=result is not None, final=final)
+    parameters = finish_parameters(job_id, status=status, now=now, result=result, error=error)
     return execute_counting(session, statement, parameters) == 1
 
 

@@ -7,14 +7,18 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    CTE,
+    BigInteger,
     ColumnElement,
     CompoundSelect,
     ScalarSelect,
     Select,
     bindparam,
+    column,
     false,
     func,
     insert,
@@ -27,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from omoi_os.models import MemoryTier, MemoryType, TaskMemory
 from omoi_os.models.base import UTCDateTime, cast_table
+from omoi_os.store.sql import Bound
 
 _memories = cast_table(TaskMemory)
 
@@ -99,10 +104,35 @@ STANDING_COLUMNS: tuple[Any, ...] = (
 )
 
 
-def project_scoring_rows(project_id: uuid.UUID) -> Select[Any]:
+_SCORING_ROWS = select(*SCORING_COLUMNS, *STANDING_COLUMNS).where(
+    TaskMemory.project_id == bindparam("project_id")
+)
+
+
+def project_scoring_rows(project_id: uuid.UUID) -> Bound:
     """Every memory of the project, as scoring needs it (for the tier cutoffs) and as
     re-tiering the consolidated ones needs it."""
-    return select(*SCORING_COLUMNS, *STANDING_COLUMNS).where(TaskMemory.project_id == project_id)
+    return Bound(_SCORING_ROWS, {"project_id": project_id})
+
+
+@cache
+def _next_batch_statement(
+    *, unconsolidated_only: bool, by_type: bool, by_age: bool
+) -> Select[int, MemoryType, int, datetime, bool]:
+    # Built once per shape of scope: a job's batches differ only in their parameters.
+    conditions = [
+        TaskMemory.project_id == bindparam("project_id"),
+        TaskMemory.id > bindparam("after_id"),
+        TaskMemory.consolidation_job_id.is_distinct_from(bindparam("job_id")),
+    ]
+    if unconsolidated_only:
+        conditions.append(TaskMemory.is_consolidated == false())
+    if by_type:
+        conditions.append(TaskMemory.memory_type.in_(bindparam("memory_types", expanding=True)))
+    if by_age:
+        conditions.append(TaskMemory.learned_at <= bindparam("learned_before"))
+    statement = select(*SCORING_COLUMNS).where(*conditions)
+    return statement.order_by(TaskMemory.id).limit(bindparam("size"))
 
 
 def next_batch(
@@ -114,21 +144,25 @@ def next_batch(
     unconsolidated_only: bool,
     memory_types: Sequence[MemoryType] | None,
     learned_before: datetime | None,
-) -> Select[int, MemoryType, int, datetime, bool]:
+) -> Bound:
     """The next `size` memories in a job's scope after `after_id`, by id. Memories this
     job already marked are skipped, so a resumed job never counts one twice."""
-    conditions = [
-        TaskMemory.project_id == project_id,
-        TaskMemory.id > after_id,
-        TaskMemory.consolidation_job_id.is_distinct_from(job_id),
-    ]
-    if unconsolidated_only:
-        conditions.append(TaskMemory.is_consolidated == false())
+    statement = _next_batch_statement(
+        unconsolidated_only=unconsolidated_only,
+        by_type=bool(memory_types),
+        by_age=learned_before is not None,
+    )
+    parameters: dict[str, Any] = {
+        "project_id": project_id,
+        "after_id": after_id,
+        "job_id": job_id,
+        "size": size,
+    }
     if memory_types:
-        conditions.append(TaskMemory.memory_type.in_(memory_types))
+        parameters["memory_types"] = list(memory_types)
     if learned_before is not None:
-        conditions.append(TaskMemory.learned_at <= learned_before)
-    return select(*SCORING_COLUMNS).where(*conditions).order_by(TaskMemory.id).limit(size)
+        parameters["learned_before"] = learned_before
+    return Bound(statement, parameters)
 
 
 def learned_before(now: datetime, min_age_days: int | None) -> datetime | None:
@@ -167,18 +201,28 @@ class Marks:
 
 
 _TIER_COLUMNS = "consolidation_score = v.score, tier = v.tier, tier_expires_at = v.expires_at"
+_CONSOLIDATED_COLUMNS = (
+    "is_consolidated = true, consolidated_at = :now, consolidation_job_id = :job_id"
+)
 _UNNEST_MARKS = (
     "FROM unnest(CAST(:ids AS bigint[]), CAST(:scores AS double precision[]), "
     "CAST(:tiers AS varchar[]), CAST(:expiries AS timestamptz[])) "
     "AS v(id, score, tier, expires_at) WHERE m.id = v.id"
 )
 
-# PostgreSQL: one statement per batch, the batch passed as arrays.
-_MARK_ALL_POSTGRES = text(
-    f"UPDATE task_memories AS m SET {_TIER_COLUMNS}, is_consolidated = true, "
-    f"consolidated_at = :now, consolidation_job_id = :job_id {_UNNEST_MARKS}"
-).bindparams(bindparam("now", type_=UTCDateTime()))
-_RETIER_ALL_POSTGRES = text(f"UPDATE task_memories AS m SET {_TIER_COLUMNS} {_UNNEST_MARKS}")
+
+def _write_all_sql(*, consolidate: bool, only_if: str = "") -> str:
+    """PostgreSQL: one statement per batch, the batch passed as arrays; `only_if`, a
+    further condition (a statement that embeds this one gates it so)."""
+    columns = f"{_TIER_COLUMNS}, {_CONSOLIDATED_COLUMNS}" if consolidate else _TIER_COLUMNS
+    return f"UPDATE task_memories AS m SET {columns} {_UNNEST_MARKS} {only_if}".rstrip()
+
+
+_NOW = bindparam("now", type_=UTCDateTime())
+_WRITE_ALL_POSTGRES = {
+    True: text(_write_all_sql(consolidate=True)).bindparams(_NOW),
+    False: text(_write_all_sql(consolidate=False)),
+}
 
 # Elsewhere (SQLite, in process): one statement executed for each memory.
 _RETIER = (
@@ -197,31 +241,51 @@ _MARK = _RETIER.values(
 )
 
 
+@dataclass(frozen=True)
+class MemoryWrite:
+    """One batch's write to its memories: new scores, tiers and expiries, and, when it
+    consolidates (`job_id` set), marked consolidated by that job at `now`; otherwise a
+    re-tiering of memories consolidated before."""
+
+    marks: Marks
+    job_id: int | None = None
+    now: datetime | None = None
+
+    @property
+    def consolidates(self) -> bool:
+        return self.job_id is not None
+
+    def parameters(self) -> dict[str, Any]:
+        """The PostgreSQL statement's parameters: the batch column by column."""
+        columns = {
+            "ids": self.marks.ids,
+            "scores": self.marks.scores,
+            "tiers": [tier.value for tier in self.marks.tiers],
+            "expiries": self.marks.expiries,
+        }
+        return columns | ({"now": self.now, "job_id": self.job_id} if self.consolidates else {})
+
+
 def mark_consolidated(session: Session, marks: Marks, *, now: datetime, job_id: int) -> None:
     """Store a batch's scores and tiers and mark its memories consolidated by `job_id`."""
-    _write(session, marks, _MARK_ALL_POSTGRES, _MARK, {"now": now, "job_id": job_id})
+    write(session, MemoryWrite(marks, job_id=job_id, now=now))
 
 
 def retier(session: Session, marks: Marks) -> None:
     """Store consolidated memories' new scores, tiers and tier expiries."""
-    _write(session, marks, _RETIER_ALL_POSTGRES, _RETIER, {})
+    write(session, MemoryWrite(marks))
 
 
-def _write(
-    session: Session, marks: Marks, all_at_once: Any, one_by_one: Any, common: dict[str, Any]
-) -> None:
+def write(session: Session, batch: MemoryWrite) -> None:
+    """Store a batch's scores and tiers (and, if it consolidates, mark its memories)."""
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        columns = {
-            "ids": marks.ids,
-            "scores": marks.scores,
-            "tiers": [tier.value for tier in marks.tiers],
-            "expiries": marks.expiries,
-        }
-        connection.execute(all_at_once, columns | common)
+        connection.execute(_WRITE_ALL_POSTGRES[batch.consolidates], batch.parameters())
         return
+    marks = batch.marks
+    common = {"now": batch.now, "job_id": batch.job_id} if batch.consolidates else {}
     connection.execute(
-        one_by_one,
+        _MARK if batch.consolidates else _RETIER,
         [
             {"memory_id": i, "score": score, "tier": tier, "expires_at": expiry} | common
             for i, score, tier, expiry in zip(
@@ -229,3 +293,13 @@ def _write(
             )
         ],
     )
+
+
+def write_cte(*, consolidates: bool, only_if: str, name: str) -> CTE:
+    """PostgreSQL: a batch's write as a CTE of a larger statement, which runs it only
+    if `only_if` (SQL over that statement's other CTEs) holds. Its parameters are
+    MemoryWrite.parameters()."""
+    statement = text(f"{_write_all_sql(consolidate=consolidates, only_if=only_if)} RETURNING m.id")
+    if consolidates:
+        statement = statement.bindparams(_NOW)
+    return statement.columns(column("id", BigInteger)).cte(name)

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
@@ -76,6 +77,12 @@ _START_COOLDOWN = (
     .where(_projects.c.id.in_(bindparam("project_ids", expanding=True)))
     .values(cooldown_from=bindparam("at"))
 )
+
+
+def cooldown_statement(project_id: ColumnElement[Any], at: ColumnElement[Any]) -> Update:
+    """SQL: the cooldown of project `project_id` (a column of the caller's statement)
+    runs from `at`."""
+    return update(_projects).where(_projects.c.id == project_id).values(cooldown_from=at)
 
 
 def start_cooldown(session: Session, project_ids: list[uuid.UUID], *, at: datetime) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import CursorResult, Executable
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+
+class Bound(NamedTuple):
+    """A statement built once and the parameters of one execution of it:
+    `session.execute(*bound)`."""
+
+    statement: Executable
+    parameters: dict[str, Any]
 
 
 def execute_counting(

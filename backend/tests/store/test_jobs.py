@@ -178,6 +178,11 @@ def test_insert_jobs_creates_one_pending_job_per_project(
             "finished_at": None,
             "result": None,
             "error": None,
+            "cancel_requested_at": None,
+            "cancelled_by": None,
+            "cancel_reason": None,
+            "retry_of_id": None,
+            "project_paused": False,
         }
 
 
@@ -291,7 +296,9 @@ def test_start_job_marks_a_pending_job_running(db: DatabaseService, factories: F
     with db.transaction() as session:
         started = job_store.start_job(session, job.id, now=started_at)
 
-    assert started == StartedJob(id=job.id, project_id=project.id, scope=scope, result=result)
+    assert started == StartedJob(
+        id=job.id, project_id=project.id, scope=scope, result=result, cancel_requested_at=None
+    )
     row = _row(db, job.id)
     assert (row["status"], row["started_at"], row["error"]) == (JobStatus.RUNNING, started_at, None)
     assert row["finished_at"] is None
@@ -306,7 +313,9 @@ def test_start_job_restarts_a_running_job(db: DatabaseService, factories: Factor
     with db.transaction() as session:
         started = job_store.start_job(session, job.id, now=restarted_at)
 
-    assert started == StartedJob(id=job.id, project_id=project.id, scope={}, result=None)
+    assert started == StartedJob(
+        id=job.id, project_id=project.id, scope={}, result=None, cancel_requested_at=None
+    )
     row = _row(db, job.id)
     assert (row["status"], row["started_at"]) == (JobStatus.RUNNING, restarted_at)
 
@@ -348,9 +357,53 @@ def test_save_progress_of_a_running_job(db: DatabaseService, factories: Factorie
     with db.transaction() as session:
         saved = job_store.save_progress(session, job.id, {"memories_processed": 7})
 
-    assert saved is True
+    assert saved is job_store.Saved.RUNNING
     row = _row(db, job.id)
     assert (row["status"], row["result"]) == (JobStatus.RUNNING, {"memories_processed": 7})
+
+
+def test_save_progress_tells_of_a_requested_stop(db: DatabaseService, factories: Factories) -> None:
+    project = factories.project()
+    job = factories.job(project.id, status=JobStatus.RUNNING, started_at=T0)
+    with db.transaction() as session:
+        asked = job_store.request_stop(session, job.id, now=T0, by="alice", reason="incident")
+        asked_again = job_store.request_stop(session, job.id, now=T0, by="bob", reason="again")
+
+    with db.transaction() as session:
+        saved = job_store.save_progress(session, job.id, {"memories_processed": 7})
+
+    assert (asked, asked_again, saved) == (True, False, job_store.Saved.CANCEL_REQUESTED)
+    row = _row(db, job.id)
+    assert (row["status"], row["result"]) == (JobStatus.RUNNING, {"memories_processed": 7})
+    assert (row["cancel_requested_at"], row["cancelled_by"], row["cancel_reason"]) == (
+        T0,
+        "alice",
+        "incident",
+    )
+
+
+@pytest.mark.parametrize("status", list(JobStatus))
+def test_cancel_pending_job_cancels_only_a_pending_one(
+    db: DatabaseService, factories: Factories, status: JobStatus
+) -> None:
+    project = factories.project()
+    job = factories.job(project.id, status=status)
+    before = _row(db, job.id)
+
+    with db.transaction() as session:
+        cancelled = job_store.cancel_pending_job(session, job.id, now=T0, by="alice", reason="r")
+
+    assert cancelled is (status is JobStatus.PENDING)
+    row = _row(db, job.id)
+    if cancelled:
+        assert (row["status"], row["finished_at"], row["cancel_requested_at"]) == (
+            JobStatus.CANCELLED,
+            T0,
+            T0,
+        )
+        assert (row["cancelled_by"], row["cancel_reason"]) == ("alice", "r")
+    else:
+        assert row == before
 
 
 @pytest.mark.parametrize("status", [JobStatus.PENDING, *FINISHED_STATUSES])
@@ -364,7 +417,7 @@ def test_save_progress_only_while_running(
     with db.transaction() as session:
         saved = job_store.save_progress(session, job.id, {"memories_processed": 99})
 
-    assert saved is False
+    assert saved is job_store.Saved.NOT_RUNNING
     assert _row(db, job.id) == before
 
 
@@ -597,7 +650,9 @@ def test_record_tick_is_true_once_then_false(db: DatabaseService) -> None:
         assert job_store.tick_recorded(session, tick) is True
         assert job_store.tick_recorded(session, tick + timedelta(days=1)) is False
         rows = session.execute(select(ConsolidationTick.__table__)).all()
-    assert [tuple(row) for row in rows] == [(tick, tick + timedelta(seconds=1), 0, 0, 0)]
+    assert [tuple(row) for row in rows] == [
+        (tick, tick + timedelta(seconds=1), 0, 0, 0, 0, False, False)
+    ]
 
 
 def test_a_rolled_back_tick_is_not_recorded(db: DatabaseService) -> None:

@@ -191,7 +191,7 @@ class _Backlog:
             learned_before=learned_before,
         )
         with self.db.read() as session:
-            return [row.id for row in session.execute(statement)]
+            return [row.id for row in session.execute(*statement)]
 
 
 @pytest.fixture
@@ -210,7 +210,7 @@ def test_next_batch_reads_the_scoring_columns_by_id(backlog: _Backlog) -> None:
         learned_before=None,
     )
     with backlog.db.read() as session:
-        rows = [tuple(row) for row in session.execute(statement)]
+        rows = [tuple(row) for row in session.execute(*statement)]
 
     assert rows == [
         (backlog.m1, MemoryType.LEARNING, 0, T0 - timedelta(days=10), True),

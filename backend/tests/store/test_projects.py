@@ -67,6 +67,11 @@ def test_insert_project(db: DatabaseService, factories: Factories) -> None:
         "created_at": T0,
         "cooldown_from": None,
         "threshold_crossed_at": None,
+        "paused_at": None,
+        "paused_by": None,
+        "pause_reason": None,
+        "consolidation_threshold": None,
+        "consolidation_cooldown": None,
     }
     assert factories.count(Project) == 1
 

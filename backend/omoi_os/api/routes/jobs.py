@@ -3,12 +3,13 @@
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from omoi_os.api.deps import Principal, Runtime
 from omoi_os.api.errors import ConsolidationRoute, error_responses, get_and_head
-from omoi_os.api.schemas import JobCreate, JobOut, JobPage
+from omoi_os.api.schemas import JobCancel, JobCreate, JobOut, JobPage
 from omoi_os.models import JobStatus, TriggerType
+from omoi_os.services.consolidation.cancellation import Cancelled
 
 router = APIRouter(tags=["consolidation jobs"], route_class=ConsolidationRoute)
 
@@ -65,3 +66,43 @@ def list_project_jobs(
         offset=page.offset,
         next_offset=page.next_offset,
     )
+
+
+@router.post(
+    "/consolidation-jobs/{job_id}/cancel",
+    response_model=JobOut,
+    responses={
+        202: {"description": "Running: it stops at the end of its batch", "model": JobOut},
+        **error_responses(400, 415, 404, 409),
+    },
+)
+def cancel_job(
+    job_id: JobId,
+    principal: Principal,
+    runtime: Runtime,
+    response: Response,
+    body: JobCancel | None = None,
+) -> JobOut:
+    """Cancel a job. A pending one is cancelled at once (200; no worker will run it). A
+    running one stops at the end of its current batch and then ends `cancelled` (202;
+    the batches done stay, a later job does the rest). 409 (naming its status) for a
+    job that has finished. Who and why are recorded on the job."""
+    reason = body.reason if body is not None else None
+    job, how = runtime.jobs.cancel(job_id, by=principal, reason=reason)
+    if how is Cancelled.STOPPING:
+        response.status_code = status.HTTP_202_ACCEPTED
+    return JobOut.model_validate(job)
+
+
+@router.post(
+    "/consolidation-jobs/{job_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobOut,
+    responses=error_responses(404, 409),
+)
+def retry_job(job_id: JobId, principal: Principal, runtime: Runtime) -> JobOut:
+    """Retry a `failed` or `timed_out` job: a new job with its project and scope, whose
+    `retry_of_id` names it. 409 for a job in another status (naming it), an inactive
+    project, or a project with an active job (`active_job_id`)."""
+    new_job_id = runtime.triggers.retry_sync(job_id, triggered_by=principal)
+    return JobOut.model_validate(runtime.jobs.get(new_job_id))

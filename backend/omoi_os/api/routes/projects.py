@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from omoi_os.api.deps import Runtime
+from omoi_os.api.deps import Principal, Runtime
 from omoi_os.api.errors import ConsolidationRoute, error_responses, get_and_head
 from omoi_os.api.schemas import (
     MemoryCreate,
@@ -38,9 +38,15 @@ def get_project(project_id: uuid.UUID, runtime: Runtime) -> ProjectOut:
 
 
 @router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(400, 415, 404))
-def update_project(project_id: uuid.UUID, body: ProjectUpdate, runtime: Runtime) -> ProjectOut:
-    """Rename a project, or (de)activate it. Inactive projects are not consolidated."""
-    project = runtime.projects.update(project_id, name=body.name, is_active=body.is_active)
+def update_project(
+    project_id: uuid.UUID, body: ProjectUpdate, principal: Principal, runtime: Runtime
+) -> ProjectOut:
+    """Rename a project, or (de)activate it. Inactive projects are not consolidated:
+    deactivating cancels the project's pending job, and stops its running one at the
+    end of its batch (the job records who, and why)."""
+    project = runtime.projects.update(
+        project_id, name=body.name, is_active=body.is_active, by=principal
+    )
     return ProjectOut.model_validate(project)
 
 

@@ -1,15 +1,22 @@
-"""Reading consolidation jobs: what the HTTP routes and the command line show."""
+"""Reading and cancelling consolidation jobs: what the HTTP routes and the command
+line show and do (retrying is a trigger: ConsolidationTriggerService.retry)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
+from omoi_os.clock import Clock, utc_now
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import ConsolidationJob, JobStatus
+from omoi_os.services.consolidation.cancellation import Cancelled, cancel_job
 from omoi_os.services.database import DatabaseService
+from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
 from omoi_os.store import projects as project_store
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,13 +30,46 @@ class JobPage:
 
 
 class JobService:
-    def __init__(self, db: DatabaseService) -> None:
+    def __init__(
+        self,
+        db: DatabaseService,
+        *,
+        queue: TaskQueueService | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
         self._db = db
+        self._queue = queue or TaskQueueService(clock=clock)
+        self._clock = clock
 
     def get(self, job_id: int) -> ConsolidationJob:
         """The job; JobNotFound if there is none."""
         with self._db.read() as session:
             return job_store.get_job(session, job_id)
+
+    def cancel(
+        self, job_id: int, *, by: str, reason: str | None = None
+    ) -> tuple[ConsolidationJob, Cancelled]:
+        """Cancel a pending job at once, or ask a running one to stop after its batch.
+        Raises JobNotFound, or JobNotCancellable (it finished); writes nothing then."""
+        with self._db.transaction() as session:
+            cancelled = cancel_job(
+                session,
+                self._queue,
+                job_id,
+                now=self._clock(),
+                by=by,
+                reason=reason or "cancelled",
+            )
+            job = job_store.get_job(session, job_id)
+        logger.info(
+            "job %d: %s by %s (%s)",
+            job_id,
+            "cancelled" if cancelled is Cancelled.AT_ONCE else "asked to stop",
+            by,
+            reason or "no reason given",
+            extra={"action": "job_cancelled", "job_id": job_id, "by": by, "how": cancelled.value},
+        )
+        return job, cancelled
 
     def list(
         self,

@@ -17,12 +17,14 @@ import time
 import uuid
 from array import array
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Row
+from sqlalchemy import Row, Select, bindparam
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
@@ -38,6 +40,7 @@ from omoi_os.services.consolidation.scoring import (
 from omoi_os.services.database import DatabaseService
 from omoi_os.store import jobs as job_store
 from omoi_os.store import memories as memory_store
+from omoi_os.store.sql import Bound
 
 _STREAM_ROWS = 10_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,6 +64,7 @@ class RunEnd(StrEnum):
     COMPLETED = "completed"  # every memory in scope is done
     TIMED_OUT = "timed_out"  # the deadline passed between batches
     STOPPED = "stopped"  # the worker is stopping; the job will be picked up again
+    CANCELLED = "cancelled"  # asked to stop (cancelled, project deactivated)
 
 
 class JobVanished(Exception):
@@ -111,12 +115,18 @@ class Progress:
         }
 
 
+# Ends the job in the transaction of its last batch, writing that batch's memories
+# (None: nothing to write) with the job's end.
+Finish = Callable[[Session, Progress, memory_store.MemoryWrite | None], None]
+
+
 @dataclass(frozen=True)
 class JobToRun:
     id: int
     project_id: uuid.UUID
     scope: ConsolidationScope
     previous_result: dict[str, Any] | None
+    cancel_requested: bool = False  # asked to stop before this run (a cancel, a deactivation)
 
 
 class ConsolidationRunner:
@@ -143,35 +153,42 @@ class ConsolidationRunner:
         keep_going: Callable[[], bool],
         in_batch: Callable[[Session], None],
         heartbeat: Heartbeat | None = None,
-        finish: Callable[[Session, Progress], None] | None = None,
+        finish: Finish | None = None,
     ) -> tuple[RunEnd, Progress]:
         """Batches until the scope is done, `deadline` (on the timer) passes, or
-        `keep_going()` says stop. `in_batch` runs first inside each batch's transaction
-        (the worker renews its lease there, and holds it to the commit; raising rolls the
-        batch back). `heartbeat` is called every `interval` seconds, on the timer, while
-        a long step outside a batch runs (reading a large project's scores), and at its
-        end if one is due, so that step never outlasts the worker's lease (a short read
-        costs no extra transaction: the first batch renews the lease anyway).
+        `keep_going()` says stop. `in_batch` runs inside each batch's transaction before
+        its first write (the worker renews its lease there, and holds it to the commit;
+        raising rolls the batch back). `heartbeat` is called every `interval` seconds, on
+        the timer, while a long step outside a batch runs (reading a large project's
+        scores), and at its end if one is due, so that step never outlasts the worker's
+        lease (a short read costs no extra transaction: the first batch writes under a
+        renewed lease, or completes the task, anyway).
 
         `finish`, if given, runs inside the transaction of the batch that completes the
-        run, instead of saving the totals there: the worker ends the job and its task
-        in the same commit as the job's last memories (one transaction fewer per job;
-        raising rolls that batch back too)."""
+        run, instead of `in_batch`, the batch's own writes and saving the totals: it is
+        handed that batch's memories and writes them with the job's end and its task's
+        (one statement on PostgreSQL; it must fence them as `in_batch` does, and raising
+        rolls the batch back)."""
         started = self._timer()
         now = self._clock()  # one instant for the whole run: ages and cutoffs agree
         progress = Progress.resume(job.previous_result, dry_run=job.scope.dry_run)
+        if job.cancel_requested:  # asked to stop before this run began: nothing to do
+            return RunEnd.CANCELLED, progress
         earlier = progress.duration_seconds
         beat = heartbeat or Heartbeat(lambda: None, interval=float("inf"))
         cutoffs, standing = self._scan(job.project_id, now, beat)
-        clock_base = (earlier, started)
+        refreshes = standing.refreshed(cutoffs, now).chunks(self._batch_size)
+        batch = _Batch(job, progress, cutoffs, now, (earlier, started), in_batch)
 
         def cut_short() -> RunEnd | None:
+            """Asked between batches: a cancel (learnt from the last batch's save), the
+            deadline, the worker stopping."""
+            if batch.cancel_requested:
+                return RunEnd.CANCELLED
             if self._timer() >= deadline:
                 return RunEnd.TIMED_OUT
             return None if keep_going() else RunEnd.STOPPED
 
-        refreshes = standing.refreshed(cutoffs, now).chunks(self._batch_size)
-        batch = _Batch(job, progress, cutoffs, now, clock_base, in_batch)
         after_id: int | None = 0
         while after_id is not None:
             if end := cut_short():
@@ -193,17 +210,23 @@ class ConsolidationRunner:
         """The project's top-10% and top-30% scores, over all its memories, and its
         consolidated memories as re-tiering needs them; streamed, so that only those
         numbers stay in memory."""
-        statement = memory_store.project_scoring_rows(project_id)
+        statement, parameters = memory_store.project_scoring_rows(project_id)
         scores = array("d")
         standing = _Standing()
         next_beat = self._timer() + beat.interval
-        with self._db.read() as session:
-            connection = session.connection()
-            # Most projects are small: one plain read (a server-side cursor costs three
-            # more round trips). Only a project with more rows is read again, streamed.
-            rows: Any = connection.execute(statement.limit(_STREAM_ROWS + 1)).all()
+        # Most projects are small: one plain read, a statement of its own (a
+        # server-side cursor costs three more round trips, a transaction two). Only a
+        # project with more rows is read again, streamed, in a read transaction.
+        with self._db.single_statement(read_only=True) as connection:
+            at_most = {"read_at_once": _STREAM_ROWS + 1}
+            rows: Any = connection.execute(_first_rows(statement), parameters | at_most).all()
+        with ExitStack() as streaming:
             if len(rows) > _STREAM_ROWS:
-                rows = connection.execution_options(yield_per=_STREAM_ROWS).execute(statement)
+                session = streaming.enter_context(self._db.read())
+                streamed = {"yield_per": _STREAM_ROWS}
+                rows = session.connection().execute(
+                    statement, parameters, execution_options=streamed
+                )
             for position, row in enumerate(rows):
                 if position % _BEAT_EVERY_ROWS == 0 and self._timer() >= next_beat:
                     beat()
@@ -220,55 +243,54 @@ class ConsolidationRunner:
                 if is_consolidated:
                     expired = tier_expires_at is not None and tier_expires_at <= now
                     standing.add(memory_id, score, learned_at, tier, expired=expired)
-            if self._timer() >= next_beat:  # a beat due at the end: give it now
-                beat()
+        if self._timer() >= next_beat:  # a beat due at the end: give it now
+            beat()
         return TierCutoffs.from_scores(scores), standing
 
-    def _batch(
-        self,
-        batch: _Batch,
-        after_id: int,
-        finish: Callable[[Session, Progress], None] | None,
-    ) -> int | None:
+    def _batch(self, batch: _Batch, after_id: int, finish: Finish | None) -> int | None:
         """Score, tier and (unless dry) mark the next batch, and save the totals, in one
         transaction. Returns the batch's last memory id, or None when it was the last
         (fewer memories than a batch: the next would be empty, so it is not read)."""
-        job, progress = batch.job, batch.progress
+        job = batch.job
         with self._db.transaction() as session:
-            # The lease first: its queue row, locked to the commit, is the first lock of
-            # the batch (invariant 7), and no one can reclaim the task mid-batch.
-            batch.in_batch(session)
-            rows = session.connection().execute(self._next_batch(job, batch.now, after_id)).all()
-            if rows:
-                marks = _score_batch(rows, batch.cutoffs, batch.now)
-                if not job.scope.dry_run:
-                    memory_store.mark_consolidated(session, marks, now=batch.now, job_id=job.id)
-                progress.add(marks.tiers)
+            rows = session.connection().execute(*self._next_batch(job, batch.now, after_id)).all()
+            marks = _score_batch(rows, batch.cutoffs, batch.now)
+            write = memory_store.MemoryWrite(marks, job_id=job.id, now=batch.now)
             last = len(rows) < self._batch_size
-            if last and finish is not None:
-                self._stamp(batch)
-                finish(session, progress)
-            elif rows:
-                self._save(session, batch)
+            self._write(session, batch, write, marks.tiers, finish if last else None)
         return None if last else int(rows[-1].id)
 
-    def _refresh(
-        self,
-        batch: _Batch,
-        marks: memory_store.Marks,
-        finish: Callable[[Session, Progress], None] | None,
-    ) -> None:
+    def _refresh(self, batch: _Batch, marks: memory_store.Marks, finish: Finish | None) -> None:
         """Write one batch of refreshed tiers (a dry run only counts them)."""
         with self._db.transaction() as session:
-            batch.in_batch(session)
-            if not batch.job.scope.dry_run:
-                memory_store.retier(session, marks)
             batch.progress.tiers_refreshed += len(marks)
-            if finish is not None:
-                self._stamp(batch)
-                finish(session, batch.progress)
-            else:
-                self._save(session, batch)
+            self._write(session, batch, memory_store.MemoryWrite(marks), (), finish)
+
+    def _write(
+        self,
+        session: Session,
+        batch: _Batch,
+        write: memory_store.MemoryWrite,
+        new_tiers: Sequence[MemoryTier],
+        finish: Finish | None,
+    ) -> None:
+        """One batch's writes (none in a dry run) and the job's totals. The last batch
+        hands its memories to `finish`, which writes them with the job's end. Any
+        other renews the lease first: its queue row, locked to the commit, is the first
+        lock of the batch (invariant 7; the read before takes none), and no one can
+        reclaim the task mid-batch."""
+        progress = batch.progress
+        memories = None if batch.job.scope.dry_run or not write.marks else write
+        progress.add(new_tiers)
+        if finish is not None:
+            self._stamp(batch)
+            finish(session, progress, memories)
+            return
+        batch.in_batch(session)
+        if memories is not None:
+            memory_store.write(session, memories)
+        if write.marks:
+            self._save(session, batch)
 
     def _stamp(self, batch: _Batch) -> None:
         earlier, started = batch.clock_base
@@ -276,10 +298,13 @@ class ConsolidationRunner:
 
     def _save(self, session: Session, batch: _Batch) -> None:
         self._stamp(batch)
-        if not job_store.save_progress(session, batch.job.id, batch.progress.to_document()):
+        saved = job_store.save_progress(session, batch.job.id, batch.progress.to_document())
+        if saved is job_store.Saved.NOT_RUNNING:
             raise JobVanished(f"job {batch.job.id} is no longer running")
+        if saved is job_store.Saved.CANCEL_REQUESTED:
+            batch.cancel_requested = True
 
-    def _next_batch(self, job: JobToRun, now: datetime, after_id: int) -> Any:
+    def _next_batch(self, job: JobToRun, now: datetime, after_id: int) -> Bound:
         scope = job.scope
         return memory_store.next_batch(
             project_id=job.project_id,
@@ -292,7 +317,14 @@ class ConsolidationRunner:
         )
 
 
-@dataclass(frozen=True)
+@cache
+def _first_rows(statement: Select[Any]) -> Select[Any]:
+    """A project's scoring read, stopped after `read_at_once` rows (one more than the
+    most read in one go: one more row tells a large project from a small one)."""
+    return statement.limit(bindparam("read_at_once"))
+
+
+@dataclass
 class _Batch:
     """What every batch of one run shares."""
 
@@ -302,6 +334,7 @@ class _Batch:
     now: datetime
     clock_base: tuple[float, float]  # (seconds spent in earlier runs, timer at start)
     in_batch: Callable[[Session], None]
+    cancel_requested: bool = False  # a batch's save found the job asked to stop
 
 
 class _Standing:

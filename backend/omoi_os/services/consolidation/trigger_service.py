@@ -142,6 +142,12 @@ class ConsolidationTriggerService:
             project_id, scope=scope, triggered_by=triggered_by, trigger_type=trigger_type
         )
 
+    def retry_sync(self, job_id: int, *, triggered_by: str | None = None) -> int:
+        """A new job retrying failed or timed-out job `job_id` (same project and scope;
+        the manual trigger's rules); returns its id. Raises JobNotFound, JobNotRetryable,
+        ProjectInactive or ConsolidationAlreadyActive; nothing is written then."""
+        return self.manual.retry(job_id, triggered_by=triggered_by)
+
     async def check_threshold_triggers(self, project_id: uuid.UUID | str) -> int | None:
         """Async form of check_threshold_triggers_sync (runs off the event loop)."""
         return await asyncio.to_thread(self.check_threshold_triggers_sync, project_id)

@@ -31,6 +31,7 @@ from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import JobStatus
+from omoi_os.services.consolidation import job_tasks
 from omoi_os.services.consolidation.decisions import starts_cooldown
 from omoi_os.services.consolidation.runner import (
     ConsolidationRunner,
@@ -51,6 +52,7 @@ from omoi_os.services.task_queue import (
 from omoi_os.services.threads import Wakeup
 from omoi_os.store import jobs as job_store
 from omoi_os.store import projects as project_store
+from omoi_os.store.memories import MemoryWrite
 
 logger = logging.getLogger(__name__)
 
@@ -196,31 +198,29 @@ class ConsolidationWorker:
     # --- one task -------------------------------------------------------------------
 
     def _claim_and_start(self) -> tuple[ClaimedTask, JobToRun | None] | None:
-        """Claim a task and mark its job running, in one transaction. A job that ended
+        """Claim a task and mark its job running, as one unit. A job that ended
         meanwhile (cancelled, timed out …) is never run: its task is dropped."""
-        with self._db.transaction() as session:
-            claimed = self.queue.claim(
-                session=session, task_types=TASK_TYPES, worker_id=self.worker_id
-            )
-            if not claimed:
-                return None
-            task = claimed[0]
-            started = job_store.start_job(
-                session, job_store.job_id_for_task(task.task_id), now=self._clock()
-            )
-            if started is None:
+        claimed = job_tasks.claim_and_start(
+            self._db, self.queue, task_types=TASK_TYPES, worker_id=self.worker_id
+        )
+        if claimed is None:
+            return None
+        task, started = claimed.task, claimed.job
+        if started is None:
+            with self._db.transaction() as session:
                 self.queue.complete(session=session, task=task, worker_id=self.worker_id)
-                logger.info(
-                    "job %s is no longer active; its task is dropped",
-                    task.task_id,
-                    extra={"action": "task_dropped", "job_id": task.task_id},
-                )
-                return task, None
+            logger.info(
+                "job %s is no longer active; its task is dropped",
+                task.task_id,
+                extra={"action": "task_dropped", "job_id": task.task_id},
+            )
+            return task, None
         job = JobToRun(
             id=started.id,
             project_id=started.project_id,
             scope=ConsolidationScope.model_validate(started.scope),
             previous_result=started.result,
+            cancel_requested=started.cancel_requested_at is not None,
         )
         logger.info(
             "job %d of project %s: running (attempt %d/%d)",
@@ -241,15 +241,10 @@ class ConsolidationWorker:
         deadline = self._timer() + self.settings.consolidation_timeout
         settled: list[Progress] = []
 
-        def complete_with_last_batch(session: Session, progress: Progress) -> None:
-            self._settle_in(
-                session,
-                job,
-                progress,
-                JobStatus.COMPLETED,
-                lambda s: self._complete(task, s),
-                result=progress.to_document(),
-            )
+        def complete_with_last_batch(
+            session: Session, progress: Progress, memories: MemoryWrite | None
+        ) -> None:
+            self._complete_in(session, task, job, progress, memories)
             settled.append(progress)
 
         try:
@@ -293,6 +288,13 @@ class ConsolidationWorker:
 
     def _end(self, task: ClaimedTask, job: JobToRun, end: RunEnd, progress: Progress) -> None:
         result = progress.to_document()
+        if end is RunEnd.CANCELLED:
+            # Its batches so far stay committed; a later job does the rest.
+            if self._settle(
+                job, progress, JobStatus.CANCELLED, lambda s: self._complete(task, s), result=result
+            ):
+                self._finished(job, JobStatus.CANCELLED, progress)
+            return
         if end is RunEnd.STOPPED:
             released = self._settle(
                 job, progress, JobStatus.PENDING, lambda s: self._release(task, s), result=result
@@ -411,6 +413,34 @@ class ConsolidationWorker:
             raise JobVanished(f"job {job.id} is no longer running")
         if starts_cooldown(status, consolidated):
             project_store.start_cooldown(session, [job.project_id], at=now)
+
+    def _complete_in(
+        self,
+        session: Session,
+        task: ClaimedTask,
+        job: JobToRun,
+        progress: Progress,
+        memories: MemoryWrite | None,
+    ) -> None:
+        """Complete the job and its task in the transaction of its last batch, with that
+        batch's memories; raises (so that the batch rolls back) unless this worker still
+        holds the task and the job is still running, as _settle_in does."""
+        completion = job_tasks.complete(
+            session,
+            self.queue,
+            task,
+            worker_id=self.worker_id,
+            job_id=job.id,
+            project_id=job.project_id,
+            result=progress.to_document(),
+            now=self._clock(),
+            starts_cooldown=starts_cooldown(JobStatus.COMPLETED, progress.memories_consolidated),
+            memories=memories,
+        )
+        if not completion.task_held:
+            raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
+        if not completion.job_was_running:
+            raise JobVanished(f"job {job.id} is no longer running")
 
     def _complete(self, task: ClaimedTask, session: Session) -> bool:
         return self.queue.complete(session=session, task=task, worker_id=self.worker_id)

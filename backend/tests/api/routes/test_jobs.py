@@ -17,7 +17,7 @@ from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
 from tests.support.api import AUTH, BOB, create_project
 from tests.support.factories import Factories
 from tests.support.logs import one, records
-from tests.support.rows import row_counts
+from tests.support.rows import row_counts, stored_job
 
 # --- the manual trigger ---------------------------------------------------------------------
 
@@ -252,3 +252,83 @@ def test_not_found_answers(client: TestClient, factories: Factories) -> None:
         {"detail": "consolidation job 424242 does not exist"},
     )
     assert row_counts(factories) == (0, 0, 0, 0)
+
+
+# --- cancel and retry -----------------------------------------------------------------------
+
+
+def test_cancel_a_pending_job_then_retry_is_refused_and_cancel_again_names_the_status(
+    client: TestClient, factories: Factories
+) -> None:
+    project = create_project(client)
+    job = client.post(f"/api/v1/projects/{project['id']}/consolidation-jobs", headers=AUTH).json()
+
+    cancelled = client.post(
+        f"/api/v1/consolidation-jobs/{job['id']}/cancel",
+        json={"reason": "wrong scope"},
+        headers=BOB,
+    )
+    again = client.post(f"/api/v1/consolidation-jobs/{job['id']}/cancel", headers=AUTH)
+    retried = client.post(f"/api/v1/consolidation-jobs/{job['id']}/retry", headers=AUTH)
+
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert (body["status"], body["cancelled_by"], body["cancel_reason"]) == (
+        "cancelled",
+        "bob",
+        "wrong scope",
+    )
+    assert body["cancel_requested_at"] == body["finished_at"] is not None
+    assert (again.status_code, again.json()["status"]) == (409, "cancelled")
+    assert "only a pending or running job can be cancelled" in again.json()["detail"]
+    assert (retried.status_code, retried.json()["status"]) == (409, "cancelled")
+    assert [row.state.value for row in factories.queue_rows()] == ["done"]
+    assert row_counts(factories) == (1, 0, 1, 1)  # no job was added
+
+
+def test_cancel_a_running_job_is_202_and_retry_of_a_failed_one_links_it(
+    client: TestClient, factories: Factories
+) -> None:
+    project = create_project(client)
+    project_id = uuid.UUID(project["id"])
+    running = factories.job(project_id, status=JobStatus.RUNNING)
+
+    stopping = client.post(f"/api/v1/consolidation-jobs/{running.id}/cancel", headers=AUTH)
+    with factories.db.transaction() as session:  # its worker ends it, as it would
+        session.execute(
+            update(ConsolidationJob)
+            .where(ConsolidationJob.id == running.id)
+            .values(status=JobStatus.FAILED)
+        )
+    retried = client.post(f"/api/v1/consolidation-jobs/{running.id}/retry", headers=BOB)
+
+    assert stopping.status_code == 202, stopping.text
+    assert (stopping.json()["status"], stopping.json()["cancelled_by"]) == ("running", "alice")
+    assert retried.status_code == 202, retried.text
+    assert (retried.json()["retry_of_id"], retried.json()["triggered_by"]) == (running.id, "bob")
+    assert retried.json()["status"] == "pending"
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry"])
+def test_cancel_and_retry_of_an_unknown_job_are_404(client: TestClient, action: str) -> None:
+    response = client.post(f"/api/v1/consolidation-jobs/987/{action}", headers=AUTH)
+
+    assert (response.status_code, response.json()) == (
+        404,
+        {"detail": "consolidation job 987 does not exist"},
+    )
+
+
+def test_a_cancel_reason_over_500_characters_is_422_and_writes_nothing(
+    client: TestClient, factories: Factories
+) -> None:
+    project = create_project(client)
+    job = client.post(f"/api/v1/projects/{project['id']}/consolidation-jobs", headers=AUTH).json()
+
+    response = client.post(
+        f"/api/v1/consolidation-jobs/{job['id']}/cancel", json={"reason": "x" * 501}, headers=AUTH
+    )
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "reason"]
+    assert stored_job(factories.db, job["id"]).status is JobStatus.PENDING

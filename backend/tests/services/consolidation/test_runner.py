@@ -27,6 +27,8 @@ from omoi_os.services.consolidation.runner import (
 from omoi_os.services.consolidation.scope import ConsolidationScope
 from omoi_os.services.database import DatabaseService
 from omoi_os.store import jobs as job_store
+from omoi_os.store import memories as memory_store
+from omoi_os.store.memories import MemoryWrite
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0, Factories
 from tests.support.rows import stored_job, stored_memories
@@ -258,12 +260,17 @@ def test_finish_runs_in_the_last_batchs_transaction_instead_of_saving_the_totals
 ) -> None:
     factories.memories(project_id, 7)
     job = start()
-    finished: list[tuple[int, dict[str, Any]]] = []
+    finished: list[tuple[int, int, dict[str, Any]]] = []
 
-    def finish(session: Session, progress: Progress) -> None:
-        # Inside the last batch: its memories are marked, uncommitted, in this session.
+    def finish(session: Session, progress: Progress, memories: MemoryWrite | None) -> None:
+        # Inside the last batch: the first batch's 5 memories are marked; this one's 2
+        # are handed over, for finish to write with the job's end.
+        assert memories is not None and memories.job_id == job.id
         statement = select(func.count()).where(TaskMemory.consolidation_job_id == job.id)
-        finished.append((session.scalar(statement) or 0, progress.to_document()))
+        finished.append(
+            (session.scalar(statement) or 0, len(memories.marks), progress.to_document())
+        )
+        memory_store.write(session, memories)
         job_store.finish_job(
             session, job.id, status=JobStatus.COMPLETED, now=T0, result=progress.to_document()
         )
@@ -276,9 +283,11 @@ def test_finish_runs_in_the_last_batchs_transaction_instead_of_saving_the_totals
     )
 
     assert end is RunEnd.COMPLETED
-    assert finished == [(7, _document(7, duration=2.0))]
+    # in_batch ran for the first batch only: the last one is fenced by finish instead.
+    assert finished == [(5, 2, _document(7, duration=1.0))]
+    assert _marked_by(db, job.id) == 7
     saved = stored_job(db, job.id)
-    assert (saved.status, saved.result) == (JobStatus.COMPLETED, _document(7, duration=2.0))
+    assert (saved.status, saved.result) == (JobStatus.COMPLETED, _document(7, duration=1.0))
 
 
 def test_finish_raising_rolls_the_last_batch_back(
@@ -291,7 +300,9 @@ def test_finish_raising_rolls_the_last_batch_back(
     factories.memories(project_id, 3)
     job = start()
 
-    def finish(_: Session, __: Progress) -> None:
+    def finish(session: Session, _: Progress, memories: MemoryWrite | None) -> None:
+        assert memories is not None
+        memory_store.write(session, memories)
         raise JobVanished("the sweeper ended it")
 
     with pytest.raises(JobVanished):

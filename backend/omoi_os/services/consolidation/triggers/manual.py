@@ -18,11 +18,12 @@ from sqlalchemy.orm import Session
 from omoi_os.errors import (
     ConsolidationAlreadyActive,
     ConsolidationError,
+    JobNotRetryable,
     ProjectInactive,
     ProjectNotFound,
 )
 from omoi_os.metrics import ConsolidationMetrics
-from omoi_os.models import TriggerType
+from omoi_os.models import JobStatus, TriggerType
 from omoi_os.services.consolidation.decisions import TriggerOutcome
 from omoi_os.services.consolidation.scope import ConsolidationScope, parse_scope
 from omoi_os.services.consolidation.triggers.job_writer import JobWriter
@@ -32,7 +33,8 @@ from omoi_os.store import projects as project_store
 
 logger = logging.getLogger(__name__)
 
-SYSTEM_PRINCIPAL = "system"
+SYSTEM_PRINCIPAL = job_store.SYSTEM_PRINCIPAL
+RETRYABLE = (JobStatus.FAILED, JobStatus.TIMED_OUT)
 # An insert that conflicts means an active job exists; should that job finish before
 # its id is read, the insert is simply tried again.
 _CONFLICT_ATTEMPTS = 3
@@ -55,10 +57,11 @@ class ManualTrigger:
         scope: ConsolidationScope | dict[str, Any] | None = None,
         triggered_by: str | None = None,
         trigger_type: TriggerType = TriggerType.MANUAL,
+        retry_of: int | None = None,
     ) -> int:
-        """Create and queue a job now; returns its id. Raises ValidationError (bad scope),
-        ProjectNotFound, ProjectInactive or ConsolidationAlreadyActive; nothing is
-        written then."""
+        """Create and queue a job now (recorded as retrying job `retry_of`, if given);
+        returns its id. Raises ValidationError (bad scope), ProjectNotFound,
+        ProjectInactive or ConsolidationAlreadyActive; nothing is written then."""
         principal = triggered_by or SYSTEM_PRINCIPAL
         try:
             job_id = self._create(
@@ -66,6 +69,7 @@ class ManualTrigger:
                 parse_scope(scope),
                 principal,
                 trigger_type,
+                retry_of,
             )
         except (ValidationError, ConsolidationError) as exc:
             self._refused(project_id, trigger_type, exc)
@@ -93,6 +97,7 @@ class ManualTrigger:
         scope: ConsolidationScope,
         principal: str,
         trigger_type: TriggerType,
+        retry_of: int | None,
     ) -> int:
         with self._db.transaction() as session:
             _require_active(session, project_id)
@@ -105,11 +110,25 @@ class ManualTrigger:
                     triggered_by=principal,
                 )
                 if created:
+                    if retry_of is not None:
+                        job_store.link_retry(session, created[0].id, retry_of=retry_of)
                     return created[0].id
                 active_job_id = job_store.active_job_id(session, project_id)
                 if active_job_id is not None:
                     raise ConsolidationAlreadyActive(project_id, active_job_id)
         raise RuntimeError(f"project {project_id}: could neither create nor find its active job")
+
+    def retry(self, job_id: int, *, triggered_by: str | None = None) -> int:
+        """A new job for a failed or timed-out one: same project and scope, recorded as
+        its retry; the manual trigger's rules apply. Raises JobNotFound, JobNotRetryable
+        or what `trigger` raises; nothing is written then."""
+        with self._db.read() as session:
+            job = job_store.get_job(session, job_id)
+        if job.status not in RETRYABLE:
+            raise JobNotRetryable(job_id, job.status.value)
+        return self.trigger(
+            job.project_id, scope=job.scope, triggered_by=triggered_by, retry_of=job_id
+        )
 
     def _refused(
         self, project_id: uuid.UUID | str, trigger_type: TriggerType, exc: Exception
@@ -138,5 +157,5 @@ def _require_active(session: Session, project_id: uuid.UUID) -> None:
     is_active = project_store.project_is_active(session, project_id)
     if is_active is None:
         raise ProjectNotFound(project_id)
-    if not is_active:
-        raise ProjectInactive(project_id)
+    if not is_active:  # a job still stopping after the deactivation is named
+        raise ProjectInactive(project_id, job_store.active_job_id(session, project_id))
