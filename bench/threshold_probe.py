@@ -26,6 +26,7 @@ from omoi_os.services.database import DatabaseService
 
 BACKLOGS = (1_000, 10_000, 100_000, 1_000_000)
 THRESHOLD = 100
+COOLDOWN = 300
 REPEATS = 300
 
 
@@ -65,7 +66,7 @@ def _baseline_count(db: DatabaseService, project: uuid.UUID) -> int:
 def _probe(db: DatabaseService, project: uuid.UUID) -> object:
     """The probe statement alone, in its own transaction, as the check runs it."""
     with db.transaction() as session:
-        params = {"project_id": project, "threshold": THRESHOLD}
+        params = {"project_id": project, "threshold": THRESHOLD, "cooldown": COOLDOWN}
         return session.connection().execute(threshold.PROBE, params).one()
 
 

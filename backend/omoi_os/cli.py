@@ -1,5 +1,5 @@
 """The `omoi-os` command line: serve, worker, migrate, trigger, cancel, retry, jobs,
-schedule."""
+schedule, pause, resume, ticks, projects."""
 
 from __future__ import annotations
 
@@ -82,6 +82,34 @@ def database_errors_in_one_line() -> Iterator[None]:
 
 def _first_line(error: BaseException | None) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+
+
+def _cli_principal() -> str:
+    """Who the command line acts as (recorded as triggered_by, paused_by, cancelled_by)."""
+    return f"cli:{getpass.getuser()}"
+
+
+def _project_option(project: str | None) -> uuid.UUID | None:
+    """The --project option as a UUID; a value that is not one ends the command."""
+    if project is None:
+        return None
+    try:
+        return uuid.UUID(project)
+    except ValueError:
+        fail(f"--project {project!r} is not a UUID")
+
+
+@contextmanager
+def opened_runtime() -> Iterator[ConsolidationRuntime]:
+    """The runtime for one command: a refusal of ours (an unknown project, a bad value)
+    ends it with one line; its connections are closed afterwards."""
+    runtime = _open_runtime(load_settings())
+    try:
+        yield runtime
+    except (ConsolidationError, ValueError) as exc:
+        fail(str(exc))
+    finally:
+        runtime.db.dispose()
 
 
 def _open_runtime(settings: AppSettings) -> ConsolidationRuntime:
@@ -218,24 +246,14 @@ def trigger(
     typer.echo(f"created consolidation job {job_id}")
 
 
-def _cli_principal() -> str:
-    """Who a command is recorded as having done something."""
-    return f"cli:{getpass.getuser()}"
-
-
 @app.command()
 def cancel(
     job_id: Annotated[int, typer.Argument(min=1, help="The job's id")],
     reason: Annotated[str | None, typer.Option(help="Why, for the record")] = None,
 ) -> None:
     """Cancel a job: a pending one at once, a running one at the end of its batch."""
-    runtime = _open_runtime(load_settings())
-    try:
+    with opened_runtime() as runtime:
         _, how = runtime.jobs.cancel(job_id, by=_cli_principal(), reason=reason)
-    except ConsolidationError as exc:
-        fail(str(exc))
-    finally:
-        runtime.db.dispose()
     if how is Cancelled.AT_ONCE:
         typer.echo(f"cancelled consolidation job {job_id}")
     else:
@@ -245,13 +263,8 @@ def cancel(
 @app.command()
 def retry(job_id: Annotated[int, typer.Argument(min=1, help="The failed job's id")]) -> None:
     """Retry a failed or timed-out job: a new job with its project and scope."""
-    runtime = _open_runtime(load_settings())
-    try:
+    with opened_runtime() as runtime:
         new_job_id = runtime.triggers.retry_sync(job_id, triggered_by=_cli_principal())
-    except ConsolidationError as exc:
-        fail(str(exc))
-    finally:
-        runtime.db.dispose()
     typer.echo(f"created consolidation job {new_job_id}, retrying job {job_id}")
 
 
@@ -259,23 +272,17 @@ def retry(job_id: Annotated[int, typer.Argument(min=1, help="The failed job's id
 def jobs(
     project: Annotated[str | None, typer.Option(help="Only this project's jobs (a UUID)")] = None,
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status")] = None,
+    trigger_type: Annotated[
+        TriggerType | None, typer.Option(help="Only jobs of this trigger")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
 ) -> None:
-    """List consolidation jobs, newest first."""
-    project_id = None
-    if project is not None:
-        try:
-            project_id = uuid.UUID(project)
-        except ValueError:
-            fail(f"--project {project!r} is not a UUID")
-    settings = load_settings()
-    runtime = _open_runtime(settings)
-    try:
-        rows = runtime.jobs.list(project_id=project_id, status=status, limit=limit).items
-    except ConsolidationError as exc:
-        fail(str(exc))
-    finally:
-        runtime.db.dispose()
+    """List consolidation jobs of one project or of all, newest first."""
+    project_id = _project_option(project)
+    with opened_runtime() as runtime:
+        rows = runtime.jobs.list(
+            project_id=project_id, status=status, trigger_type=trigger_type, limit=limit
+        ).items
     typer.echo(
         f"{'id':>8}  {'project':<36}  {'status':<10} {'trigger':<10} {'created (UTC)':<20} "
         "finished (UTC)"
@@ -301,6 +308,96 @@ def schedule(
         if tick is None:
             break
         typer.echo(f"  {_when(tick)} UTC   {tick.astimezone(cron.timezone).isoformat()}")
+
+
+ProjectOption = Annotated[
+    str | None, typer.Option("--project", help="This project (a UUID) instead of the schedule")
+]
+
+
+@app.command()
+def pause(
+    project: ProjectOption = None,
+    reason: Annotated[str | None, typer.Option(help="Why (shown to other operators)")] = None,
+) -> None:
+    """Pause the schedule (every replica records its ticks and creates no job), or with
+    --project one project (no scheduled or threshold job; a manual trigger still works)."""
+    project_id = _project_option(project)
+    since: datetime | None
+    with opened_runtime() as runtime:
+        if project_id is None:
+            pause = runtime.schedule.pause(by=_cli_principal(), reason=reason)
+            what, since, by = "schedule", pause.paused_at, pause.paused_by
+        else:
+            paused = runtime.projects.pause(project_id, by=_cli_principal(), reason=reason)
+            what, since, by = f"project {project_id}", paused.paused_at, str(paused.paused_by)
+    typer.echo(f"{what} paused since {_when(since)} UTC by {by}")
+
+
+@app.command()
+def resume(project: ProjectOption = None) -> None:
+    """Resume the schedule, or with --project one project. Nothing starts by itself:
+    ticks passed over stay so; a project's next memory write or tick sees its backlog."""
+    project_id = _project_option(project)
+    with opened_runtime() as runtime:
+        if project_id is None:
+            runtime.schedule.resume()
+        else:
+            runtime.projects.resume(project_id)
+    typer.echo(f"{'schedule' if project_id is None else f'project {project_id}'} resumed")
+
+
+@app.command()
+def ticks(limit: Annotated[int, typer.Option(min=1, max=1000)] = 20) -> None:
+    """The schedule's ticks as they were run, newest first."""
+    with opened_runtime() as runtime:
+        rows = runtime.schedule.ticks(limit=limit).items
+    typer.echo(
+        f"{'tick (UTC)':<20} {'fired (UTC)':<20} {'jobs':>6} {'active':>7} {'idle':>7} "
+        f"{'paused':>7}  note"
+    )
+    for tick in rows:
+        note = ", ".join(
+            word
+            for word, shown in (
+                ("schedule paused", tick.schedule_paused),
+                ("caught up", tick.caught_up),
+            )
+            if shown
+        )
+        typer.echo(
+            f"{_when(tick.scheduled_for):<20} {_when(tick.fired_at):<20} {tick.jobs_created:>6} "
+            f"{tick.skipped_active:>7} {tick.skipped_idle:>7} {tick.skipped_paused:>7}  {note}"
+        )
+
+
+@app.command()
+def projects(
+    active: Annotated[
+        bool | None, typer.Option("--active/--inactive", help="Only active (or inactive) ones")
+    ] = None,
+    paused: Annotated[
+        bool | None, typer.Option("--paused/--not-paused", help="Only paused (or running) ones")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+) -> None:
+    """List projects (by id), with their own threshold and cooldown and their pause."""
+    with opened_runtime() as runtime:
+        page = runtime.projects.list(active=active, paused=paused, limit=limit, offset=offset)
+        effective = [runtime.projects.effective(project) for project in page.items]
+    typer.echo(f"{'id':<36}  {'name':<24} {'active':<6} {'threshold':>9} {'cooldown':>8}  paused")
+    for project, applied in zip(page.items, effective, strict=True):
+        paused_note = (
+            f"since {_when(project.paused_at)} by {project.paused_by}" if project.paused_at else "-"
+        )
+        typer.echo(
+            f"{project.id!s:<36}  {project.name[:24]:<24} "
+            f"{'yes' if project.is_active else 'no':<6} {applied.threshold:>9} "
+            f"{applied.cooldown:>8}  {paused_note}"
+        )
+    if page.next_offset is not None:
+        typer.echo(f"(more: --offset {page.next_offset})")
 
 
 def _when(moment: datetime | None) -> str:

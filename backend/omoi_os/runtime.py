@@ -25,6 +25,7 @@ from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.services.consolidation.job_service import JobService
+from omoi_os.services.consolidation.schedule_service import ScheduleService
 from omoi_os.services.consolidation.sweeper import Sweeper
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.worker import ConsolidationWorker
@@ -75,7 +76,8 @@ class ConsolidationRuntime:
         self.worker = ConsolidationWorker(
             self.db, settings=settings, queue=self.queue, metrics=metrics, clock=clock
         )
-        self.projects = ProjectService(self.db, queue=self.queue, clock=clock)
+        self.projects = ProjectService(self.db, settings=settings, queue=self.queue, clock=clock)
+        self.schedule = ScheduleService(self.db, clock=clock)
         self.memories = MemoryService(self.db, self.triggers, clock=clock)
         self.jobs = JobService(self.db, queue=self.queue, clock=clock)
         self.metrics.watch(DatabaseGauges(self.db, self.queue))

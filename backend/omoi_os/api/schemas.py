@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -17,8 +18,14 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from omoi_os.models import JobStatus, MemoryType, TriggerType
-from omoi_os.services.consolidation.json_types import JsonDateTime, JsonInt
+from omoi_os.services.consolidation.json_types import JsonDateTime, JsonInt, number_not_text
 from omoi_os.services.consolidation.scope import ConsolidationScope
+from omoi_os.services.projects import (
+    COOLDOWN_RANGE,
+    MAX_PAUSE_REASON,
+    THRESHOLD_RANGE,
+    EffectiveSettings,
+)
 
 # No NUL: PostgreSQL text cannot hold it, so it is refused as bad input (422), not
 # later as a 500. (A lone surrogate never gets this far: pydantic refuses it as
@@ -58,24 +65,59 @@ class ProjectCreate(Request):
     is_active: StrictBool = True
 
 
+# Bounds before the validator: see json_types.JsonInt.
+Threshold = Annotated[
+    int,
+    Field(ge=THRESHOLD_RANGE[0], le=THRESHOLD_RANGE[1]),
+    BeforeValidator(number_not_text),
+]
+Cooldown = Annotated[
+    int, Field(ge=COOLDOWN_RANGE[0], le=COOLDOWN_RANGE[1]), BeforeValidator(number_not_text)
+]
+PauseReason = Annotated[
+    str, Field(min_length=1, max_length=MAX_PAUSE_REASON, pattern=STORABLE_TEXT)
+]
+_NOT_NULLABLE = ("name", "is_active")
+
+
 class ProjectUpdate(Request):
     # minProperties tells clients (and schemathesis) that {} changes nothing: 422.
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"is_active": False}], "minProperties": 1}
+        json_schema_extra={
+            "examples": [{"is_active": False}, {"consolidation_threshold": 500}],
+            "minProperties": 1,
+        }
     )
 
     # Optional, but not nullable: null would be a third meaning besides "set" and "keep".
     name: ProjectName | SkipJsonSchema[None] = None
     is_active: StrictBool | SkipJsonSchema[None] = None
+    # Nullable: null means "the global setting again"; absent leaves it as it is.
+    consolidation_threshold: Threshold | None = Field(
+        default=None, description="The project's own threshold; null: the global setting"
+    )
+    consolidation_cooldown: Cooldown | None = Field(
+        default=None, description="The project's own cooldown (seconds); null: the global one"
+    )
 
     @model_validator(mode="after")
     def _something_to_change(self) -> ProjectUpdate:
-        nulls = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        nulls = sorted(
+            name
+            for name in self.model_fields_set
+            if name in _NOT_NULLABLE and getattr(self, name) is None
+        )
         if nulls:
             raise ValueError(f"{', '.join(nulls)} must not be null")
         if not self.model_fields_set:
-            raise ValueError("give at least one of name, is_active")
+            raise ValueError(f"give at least one of {', '.join(ProjectUpdate.model_fields)}")
         return self
+
+
+class PauseRequest(Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reason": "database upgrade"}]})
+
+    reason: PauseReason | None = None
 
 
 class ProjectOut(Response):
@@ -83,6 +125,32 @@ class ProjectOut(Response):
     name: str
     is_active: bool
     created_at: datetime
+    paused_at: datetime | None = Field(description="Since when it is paused; null: it is not")
+    paused_by: str | None
+    pause_reason: str | None
+    consolidation_threshold: int | None = Field(description="Its own threshold, if any")
+    consolidation_cooldown: int | None = Field(description="Its own cooldown, if any")
+    effective_threshold: int = Field(description="The threshold that applies to it")
+    effective_cooldown: int = Field(description="The cooldown (seconds) that applies to it")
+
+    @classmethod
+    def of(cls, project: Any, effective: EffectiveSettings) -> ProjectOut:
+        """The answer for `project`, with the threshold and cooldown that apply to it."""
+        stored = {name: getattr(project, name) for name in cls.model_fields if name not in _APPLIED}
+        return cls(
+            **stored, effective_threshold=effective.threshold, effective_cooldown=effective.cooldown
+        )
+
+
+# ProjectOut's fields that are not the project's columns.
+_APPLIED = ("effective_threshold", "effective_cooldown")
+
+
+class ProjectPage(BaseModel):
+    items: list[ProjectOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last")
 
 
 # --- memories ---------------------------------------------------------------------------
@@ -163,6 +231,7 @@ class JobOut(Response):
     finished_at: datetime | None
     result: dict[str, Any] | None
     error: str | None
+    project_paused: bool = Field(description="Made (manually) while its project was paused")
     cancel_requested_at: datetime | None = Field(
         description="When it was cancelled, or asked to stop at the end of its batch"
     )
@@ -185,6 +254,12 @@ class JobPage(BaseModel):
 # --- system -----------------------------------------------------------------------------
 
 
+class SchedulePauseOut(Response):
+    paused_at: datetime
+    paused_by: str
+    reason: str | None
+
+
 class ScheduleOut(BaseModel):
     cron: str
     timezone: str
@@ -196,6 +271,28 @@ class ScheduleOut(BaseModel):
     misfire_grace_seconds: int
     timeout_seconds: int
     scheduler_running: bool
+    pause: SchedulePauseOut | None = Field(
+        description="The schedule's pause: ticks are recorded, and create no job; null "
+        "while the schedule runs"
+    )
+
+
+class TickOut(Response):
+    scheduled_for: datetime
+    fired_at: datetime
+    jobs_created: int
+    skipped_active: int = Field(description="Active projects passed over: a job was active")
+    skipped_idle: int = Field(description="Active projects passed over: nothing to do")
+    skipped_paused: int = Field(description="Active projects passed over: paused")
+    schedule_paused: bool = Field(description="Passed over whole: the schedule was paused")
+    caught_up: bool = Field(description="Run late by the catch-up, not by its own timer")
+
+
+class TickPage(BaseModel):
+    items: list[TickOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last")
 
 
 class HealthOut(BaseModel):

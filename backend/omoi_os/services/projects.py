@@ -1,17 +1,23 @@
-"""Projects: create, read, rename, (de)activate (which cancels the active job)."""
+"""Projects: create, read, list, change (name, activity, own threshold and cooldown),
+pause and resume. Deactivating a project cancels its active job."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
 
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
+from omoi_os.config import AppSettings
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
 from omoi_os.services.consolidation.cancellation import Cancelled, cancel_job
 from omoi_os.services.database import DatabaseService
+from omoi_os.services.paging import Page
 from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
 from omoi_os.store import projects as project_store
@@ -20,16 +26,40 @@ logger = logging.getLogger(__name__)
 
 DEACTIVATED = "project deactivated"
 
+# The range of a project's own threshold and cooldown (seconds). The database checks
+# them too, on PostgreSQL only (migration 0004), so they are checked here for both.
+THRESHOLD_RANGE: Final = (1, 100_000)
+COOLDOWN_RANGE: Final = (0, 604_800)
+MAX_PAUSE_REASON: Final = 500
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+# "Leave this field as it is" (None is a value here: back to the global setting).
+KEEP: Final = _Keep.KEEP
+
+
+@dataclass(frozen=True)
+class EffectiveSettings:
+    """The threshold and cooldown that apply to a project: its own, or the global ones."""
+
+    threshold: int
+    cooldown: int
+
 
 class ProjectService:
     def __init__(
         self,
         db: DatabaseService,
         *,
+        settings: AppSettings | None = None,
         queue: TaskQueueService | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._db = db
+        self._settings = settings if settings is not None else AppSettings()
         self._queue = queue or TaskQueueService(clock=clock)
         self._clock = clock
 
@@ -47,17 +77,39 @@ class ProjectService:
             raise ProjectNotFound(project_id)
         return project
 
+    def list(
+        self,
+        *,
+        active: bool | None = None,
+        paused: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[Project]:
+        """Projects in a stable order (by id), only the active or inactive, paused or
+        running ones if asked."""
+        with self._db.read() as session:
+            rows = project_store.list_projects(
+                session, active=active, paused=paused, limit=limit + 1, offset=offset
+            )
+        return Page.cut(rows, limit=limit, offset=offset)
+
     def update(
         self,
         project_id: uuid.UUID,
         *,
         name: str | None = None,
         is_active: bool | None = None,
+        consolidation_threshold: int | _Keep | None = KEEP,
+        consolidation_cooldown: int | _Keep | None = KEEP,
         by: str = job_store.SYSTEM_PRINCIPAL,
     ) -> Project:
-        """Change the given fields; None leaves a field as it is. Deactivating cancels
-        the project's pending job and stops its running one after the batch in progress
-        (recorded as done by `by`, because the project was deactivated)."""
+        """Change the given fields: None leaves a name or activity as it is; for the
+        threshold and cooldown, None means the global setting again and KEEP leaves them.
+        ValueError (naming the field) for an override out of range: nothing is written.
+        Deactivating cancels the project's pending job and stops its running one after
+        the batch in progress (recorded as done by `by`, because it was deactivated)."""
+        _check_override("consolidation_threshold", consolidation_threshold, THRESHOLD_RANGE)
+        _check_override("consolidation_cooldown", consolidation_cooldown, COOLDOWN_RANGE)
         with self._db.transaction() as session:
             project = project_store.get_project(session, project_id, for_update=True)
             if project is None:
@@ -68,6 +120,10 @@ class ProjectService:
                 self._cancel_active_job(session, project_id, by)
             if is_active is not None:
                 project.is_active = is_active
+            if consolidation_threshold is not KEEP:
+                project.consolidation_threshold = consolidation_threshold
+            if consolidation_cooldown is not KEEP:
+                project.consolidation_cooldown = consolidation_cooldown
         return project
 
     def _cancel_active_job(self, session: Session, project_id: uuid.UUID, by: str) -> None:
@@ -84,3 +140,39 @@ class ProjectService:
                 "cancelled" if how is Cancelled.AT_ONCE else "stops after its batch",
                 extra={"action": "job_cancelled", "job_id": job_id, "by": by, "how": how.value},
             )
+
+    def effective(self, project: Project) -> EffectiveSettings:
+        """The threshold and cooldown the triggers apply to `project` (the same COALESCE
+        their queries use)."""
+        threshold, cooldown = project.consolidation_threshold, project.consolidation_cooldown
+        return EffectiveSettings(
+            threshold=self._settings.consolidation_threshold if threshold is None else threshold,
+            cooldown=self._settings.consolidation_cooldown if cooldown is None else cooldown,
+        )
+
+    def pause(self, project_id: uuid.UUID, *, by: str, reason: str | None = None) -> Project:
+        """Pause the project: no scheduled or threshold job until it is resumed (a manual
+        trigger still works). A project paused already keeps its pause (idempotent).
+        ProjectNotFound if there is none."""
+        if reason is not None and len(reason) > MAX_PAUSE_REASON:
+            raise ValueError(f"reason is longer than {MAX_PAUSE_REASON} characters")
+        with self._db.transaction() as session:
+            found = project_store.pause_project(
+                session, project_id, at=self._clock(), by=by, reason=reason
+            )
+        if not found:
+            raise ProjectNotFound(project_id)
+        return self.get(project_id)
+
+    def resume(self, project_id: uuid.UUID) -> None:
+        """Resume the project (idempotent). Nothing is started by it: the next memory
+        write or scheduled tick sees the project's backlog as usual."""
+        with self._db.transaction() as session:
+            found = project_store.resume_project(session, project_id)
+        if not found:
+            raise ProjectNotFound(project_id)
+
+
+def _check_override(field: str, value: int | _Keep | None, bounds: tuple[int, int]) -> None:
+    if isinstance(value, int) and not bounds[0] <= value <= bounds[1]:
+        raise ValueError(f"{field} must be between {bounds[0]} and {bounds[1]}, or null")

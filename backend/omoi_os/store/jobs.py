@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
+from enum import Enum, StrEnum
 from functools import cache
 from typing import Any
 
@@ -40,6 +40,7 @@ from omoi_os.models import (
     ConsolidationTick,
     JobStatus,
     Project,
+    SchedulePause,
     TriggerType,
     is_active_job,
 )
@@ -91,6 +92,7 @@ _JOB_COLUMNS = (
     "scheduled_for",
     "created_at",
     "claimable_at",
+    "project_paused",
 )
 
 
@@ -103,6 +105,7 @@ def job_rows(
     scheduled_for: datetime | None,
     now: datetime,
     claimable_at: datetime,
+    project_paused: bool = False,
 ) -> Select[Any]:
     """A pending job row (in _JOB_COLUMNS order) for each project `project_ids` yields."""
     ids = project_ids.subquery()
@@ -115,6 +118,7 @@ def job_rows(
         literal(scheduled_for, _jobs.c.scheduled_for.type),
         literal(now, _jobs.c.created_at.type),
         literal(claimable_at, _jobs.c.claimable_at.type),
+        literal(project_paused),
     ).where(true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
 
 
@@ -150,12 +154,13 @@ def set_claimable_at(session: Session, claimable_at: dict[int, datetime]) -> Non
 
 
 def count_projects_with_active_job(session: Session) -> int:
-    """Active projects that have a pending or running job (the one-per-project index)."""
+    """Active projects, not paused, that have a pending or running job (the
+    one-per-project index)."""
     statement = (
         select(func.count())
         .select_from(ConsolidationJob)
         .join(Project, Project.id == ConsolidationJob.project_id)
-        .where(is_active_job(), Project.is_active)
+        .where(is_active_job(), Project.is_active, Project.paused_at.is_(None))
     )
     return session.scalar(statement) or 0
 
@@ -208,10 +213,12 @@ def list_jobs(
     project_id: uuid.UUID | None,
     *,
     status: JobStatus | None = None,
+    trigger_type: TriggerType | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> list[ConsolidationJob]:
-    """Jobs, newest first: of one project, or of all when project_id is None."""
+    """Jobs, newest first: of one project, or of all when project_id is None (by
+    status, ix_consolidation_jobs_status_id serves it)."""
     statement = (
         select(ConsolidationJob).order_by(ConsolidationJob.id.desc()).limit(limit).offset(offset)
     )
@@ -219,6 +226,8 @@ def list_jobs(
         statement = statement.where(ConsolidationJob.project_id == project_id)
     if status is not None:
         statement = statement.where(ConsolidationJob.status == status)
+    if trigger_type is not None:
+        statement = statement.where(ConsolidationJob.trigger_type == trigger_type)
     return list(session.scalars(statement))
 
 
@@ -442,27 +451,70 @@ def fail_active_jobs(
 # --- ticks -----------------------------------------------------------------------------
 
 
-def record_tick(session: Session, tick: datetime, *, now: datetime) -> bool:
-    """Claim `tick` for this run: True if no run recorded it before. A concurrent run's
-    uncommitted claim makes this wait for its outcome (PostgreSQL), so exactly one
-    run of a tick writes its jobs."""
+class TickClaim(Enum):
+    """What claiming a tick found."""
+
+    RUN = "run"  # this run recorded the tick: it writes the jobs
+    SCHEDULE_PAUSED = "schedule_paused"  # recorded, passed over: the schedule is paused
+    ALREADY_RECORDED = "already_recorded"  # another run recorded it before
+
+
+def record_tick(
+    session: Session, tick: datetime, *, now: datetime, caught_up: bool = False
+) -> TickClaim:
+    """Claim `tick` for this run. A concurrent run's uncommitted claim makes this wait
+    for its outcome (PostgreSQL), so exactly one run of a tick writes its jobs. The
+    schedule's pause is read by the same statement that records the tick, so a tick
+    is either run or recorded as passed over, never both and never neither."""
+    paused = select(SchedulePause.id).exists()
     statement = (
         insert_ignoring_conflicts(session, ConsolidationTick)
-        .values(scheduled_for=tick, fired_at=now, jobs_created=0)
-        .returning(_ticks.c.scheduled_for)
+        .values(
+            scheduled_for=tick,
+            fired_at=now,
+            jobs_created=0,
+            schedule_paused=paused,
+            caught_up=caught_up,
+        )
+        .returning(_ticks.c.schedule_paused)
     )
-    return session.execute(statement).scalar_one_or_none() is not None
+    schedule_paused = session.execute(statement).scalar_one_or_none()
+    if schedule_paused is None:
+        return TickClaim.ALREADY_RECORDED
+    return TickClaim.SCHEDULE_PAUSED if schedule_paused else TickClaim.RUN
 
 
 def set_tick_outcome(
-    session: Session, tick: datetime, *, created: int, skipped_active: int, skipped_idle: int
+    session: Session,
+    tick: datetime,
+    *,
+    created: int,
+    skipped_active: int,
+    skipped_idle: int,
+    skipped_paused: int,
 ) -> None:
     """What the run of `tick` did: jobs created, and active projects passed over."""
     session.execute(
         update(_ticks)
         .where(_ticks.c.scheduled_for == tick)
-        .values(jobs_created=created, skipped_active=skipped_active, skipped_idle=skipped_idle)
+        .values(
+            jobs_created=created,
+            skipped_active=skipped_active,
+            skipped_idle=skipped_idle,
+            skipped_paused=skipped_paused,
+        )
     )
+
+
+def list_ticks(session: Session, *, limit: int, offset: int) -> list[ConsolidationTick]:
+    """Recorded ticks, newest first (read from the primary key)."""
+    statement = (
+        select(ConsolidationTick)
+        .order_by(ConsolidationTick.scheduled_for.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(session.scalars(statement))
 
 
 def tick_recorded(session: Session, tick: datetime) -> bool:

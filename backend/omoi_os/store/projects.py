@@ -7,14 +7,24 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, bindparam, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Select,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import Update
 
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
 from omoi_os.models.base import cast_table
-from omoi_os.store.sql import execute_counting
+from omoi_os.store.sql import execute_counting, instant_before
 
 
 def parse_project_id(project_id: uuid.UUID | str) -> uuid.UUID:
@@ -50,13 +60,66 @@ def project_is_active(session: Session, project_id: uuid.UUID) -> bool | None:
     return session.scalar(select(Project.is_active).where(Project.id == project_id))
 
 
+def activity(session: Session, project_id: uuid.UUID) -> tuple[bool, bool] | None:
+    """(is active, is paused) of the project; None if there is no such project."""
+    row = session.execute(
+        select(Project.is_active, is_paused()).where(Project.id == project_id)
+    ).one_or_none()
+    return None if row is None else (bool(row[0]), bool(row[1]))
+
+
 def active_project_ids() -> Select[Any]:
-    """SELECT of every active project's id (the scheduled tick's candidates)."""
+    """SELECT of every active project's id."""
     return select(Project.id).where(Project.is_active)
 
 
-def count_active_projects(session: Session) -> int:
-    return session.scalar(select(func.count()).where(Project.is_active)) or 0
+def is_paused() -> ColumnElement[bool]:
+    """SQL: the project is paused."""
+    return Project.paused_at.is_not(None)
+
+
+def schedulable_project_ids() -> Select[Any]:
+    """SELECT of every active project that is not paused (the scheduled tick's candidates)."""
+    return active_project_ids().where(Project.paused_at.is_(None))
+
+
+def count_active_projects(session: Session) -> tuple[int, int]:
+    """(active projects not paused, active projects paused), in one scan."""
+    paused = func.coalesce(func.sum(case((Project.paused_at.is_not(None), 1), else_=0)), 0)
+    statement = select(func.count(), paused).where(Project.is_active)
+    total, paused_count = session.execute(statement).one()
+    return int(total) - int(paused_count), int(paused_count)
+
+
+# --- a project's own threshold and cooldown ---------------------------------------------
+
+
+def effective_threshold(default: ColumnElement[Any]) -> ColumnElement[int]:
+    """SQL: the project's threshold, or `default` (the global setting) without one."""
+    return func.coalesce(Project.consolidation_threshold, default)
+
+
+def effective_cooldown(default: ColumnElement[Any]) -> ColumnElement[int]:
+    """SQL: the project's cooldown in seconds, or `default` (the global setting)."""
+    return func.coalesce(Project.consolidation_cooldown, default)
+
+
+def threshold_of(project_id: ColumnElement[Any], default: ColumnElement[Any]) -> ScalarSelect[int]:
+    """SQL: one project's effective threshold, as an uncorrelated scalar subquery
+    (SQLite admits no reference to an outer query in a LIMIT, but this)."""
+    other = aliased(Project)
+    statement = select(func.coalesce(other.consolidation_threshold, default))
+    return statement.where(other.id == project_id).correlate(None).scalar_subquery()
+
+
+def largest_threshold_deferred(default: ColumnElement[Any]) -> ScalarSelect[int]:
+    """SQL: the largest effective threshold among projects with a deferred crossing: a
+    bound for counting their backlogs in one statement (uncorrelated, see threshold_of)."""
+    other = aliased(Project)
+    statement = select(func.max(func.coalesce(other.consolidation_threshold, default)))
+    return (
+        statement.where(other.threshold_crossed_at.is_not(None)).correlate(None).scalar_subquery()
+    )
 
 
 def trigger_state(project_id: ColumnElement[Any], *columns: Any) -> Select[Any]:
@@ -92,10 +155,15 @@ def start_cooldown(session: Session, project_ids: list[uuid.UUID], *, at: dateti
 
 
 def defer_crossing(session: Session, project_id: uuid.UUID, *, at: datetime) -> None:
-    """Remember a crossing that cannot fire yet (the first one is kept)."""
+    """Remember a crossing that cannot fire yet (the first one is kept). A paused
+    project's crossing is dropped, even if the pause committed since it was seen."""
     session.execute(
         update(Project)
-        .where(Project.id == project_id, Project.threshold_crossed_at.is_(None))
+        .where(
+            Project.id == project_id,
+            Project.threshold_crossed_at.is_(None),
+            Project.paused_at.is_(None),
+        )
         .values(threshold_crossed_at=at)
     )
 
@@ -119,11 +187,65 @@ def with_deferred_crossing() -> Select[Any]:
     return select(Project.id).where(Project.threshold_crossed_at.is_not(None))
 
 
-def cooled_down(project_id: ColumnElement[Any], *, before: datetime) -> ColumnElement[bool]:
-    """SQL: the project is active and its cooldown, if any, started before `before`."""
-    project = select(Project.id).where(
-        Project.id == project_id,
-        Project.is_active,
-        or_(Project.cooldown_from.is_(None), Project.cooldown_from <= before),
+def cooled_down(
+    project_id: ColumnElement[Any], *, now: datetime, default_cooldown: int
+) -> ColumnElement[bool]:
+    """SQL: the project is active, not paused, and its cooldown (its own, or
+    `default_cooldown` seconds) is over at `now`."""
+    # An alias, so that `project_id` may be a column of `projects` in the enclosing
+    # query: with the table itself the subquery would not be correlated, and would ask
+    # whether *any* project had cooled down.
+    other = aliased(Project)
+    cooldown = func.coalesce(other.consolidation_cooldown, default_cooldown)
+    project = select(other.id).where(
+        other.id == project_id,
+        other.is_active,
+        other.paused_at.is_(None),
+        or_(other.cooldown_from.is_(None), other.cooldown_from <= instant_before(now, cooldown)),
     )
     return project.exists()
+
+
+# --- pausing ---------------------------------------------------------------------------
+
+
+def pause_project(
+    session: Session, project_id: uuid.UUID, *, at: datetime, by: str, reason: str | None
+) -> bool:
+    """Pause the project unless it is paused already (that pause is kept); a deferred
+    threshold crossing is forgotten, so resuming starts nothing by itself. Returns
+    whether the project exists."""
+    statement = (
+        update(Project)
+        .where(Project.id == project_id, Project.paused_at.is_(None))
+        .values(paused_at=at, paused_by=by, pause_reason=reason, threshold_crossed_at=None)
+    )
+    return execute_counting(session, statement) == 1 or project_exists(session, project_id)
+
+
+def resume_project(session: Session, project_id: uuid.UUID) -> bool:
+    """Resume the project (a project not paused stays so). Returns whether it exists."""
+    statement = (
+        update(Project)
+        .where(Project.id == project_id)
+        .values(paused_at=None, paused_by=None, pause_reason=None)
+    )
+    return execute_counting(session, statement) == 1
+
+
+def list_projects(
+    session: Session,
+    *,
+    active: bool | None = None,
+    paused: bool | None = None,
+    limit: int,
+    offset: int,
+) -> list[Project]:
+    """Projects in id order (stable, and read from the primary key), filtered."""
+    statement = select(Project).order_by(Project.id).limit(limit).offset(offset)
+    if active is not None:
+        statement = statement.where(Project.is_active == active)
+    if paused is not None:
+        paused_at = Project.paused_at
+        statement = statement.where(paused_at.is_not(None) if paused else paused_at.is_(None))
+    return list(session.scalars(statement))

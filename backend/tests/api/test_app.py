@@ -193,6 +193,13 @@ def test_openapi_schema_is_valid_and_documents_errors(client: TestClient) -> Non
         ("GET", "/api/v1/projects/{project_id}/consolidation-jobs"): {"200", "404"} | API_ERRORS,
         ("GET", "/api/v1/consolidation-jobs/{job_id}"): {"200", "404"} | API_ERRORS,
         ("GET", "/api/v1/consolidation/schedule"): {"200", "401", "413", "503"},
+        ("GET", "/api/v1/projects"): {"200"} | API_ERRORS,
+        ("PUT", "/api/v1/projects/{project_id}/pause"): {"200", "400", "404"} | BODY_ERRORS,
+        ("DELETE", "/api/v1/projects/{project_id}/pause"): {"204", "404"} | API_ERRORS,
+        ("GET", "/api/v1/consolidation-jobs"): {"200"} | API_ERRORS,
+        ("PUT", "/api/v1/consolidation/schedule/pause"): {"200", "400"} | BODY_ERRORS,
+        ("DELETE", "/api/v1/consolidation/schedule/pause"): {"204", "401", "413", "503"},
+        ("GET", "/api/v1/consolidation/ticks"): {"200"} | API_ERRORS,
         ("GET", "/healthz"): {"200", "503"},
         ("GET", "/metrics"): {"200"},
     }

@@ -26,6 +26,8 @@ VALID_BODIES: dict[tuple[str, str], Any] = {
         "execution_summary": "x",
     },
     ("POST", "/api/v1/projects/{project_id}/consolidation-jobs"): {"scope": {"dry_run": True}},
+    ("PUT", "/api/v1/projects/{project_id}/pause"): {"reason": "x"},
+    ("PUT", "/api/v1/consolidation/schedule/pause"): {"reason": "x"},
 }
 
 
@@ -51,6 +53,13 @@ def test_the_api_has_the_operations_this_module_covers(client: TestClient) -> No
             ("GET", "/api/v1/projects/{project_id}/consolidation-jobs"),
             ("GET", "/api/v1/consolidation-jobs/{job_id}"),
             ("GET", "/api/v1/consolidation/schedule"),
+            ("GET", "/api/v1/projects"),
+            ("PUT", "/api/v1/projects/{project_id}/pause"),
+            ("DELETE", "/api/v1/projects/{project_id}/pause"),
+            ("GET", "/api/v1/consolidation-jobs"),
+            ("PUT", "/api/v1/consolidation/schedule/pause"),
+            ("DELETE", "/api/v1/consolidation/schedule/pause"),
+            ("GET", "/api/v1/consolidation/ticks"),
         ]
     )
 
@@ -84,7 +93,7 @@ def test_every_route_answers_401_without_a_valid_token(
             method, url, headers=headers, **({} if body is None else {"json": body})
         )
 
-    assert len(operations) == 8
+    assert len(operations) == 15
     assert {op: answer.status_code for op, answer in answers.items()} == dict.fromkeys(
         operations, 401
     )

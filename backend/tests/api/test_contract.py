@@ -25,8 +25,13 @@ def test_the_schema_covers_every_operation() -> None:
     operations = sorted(f"{method.upper()} {path}" for path in paths for method in paths[path])
 
     assert operations == [
+        "DELETE /api/v1/consolidation/schedule/pause",
+        "DELETE /api/v1/projects/{project_id}/pause",
+        "GET /api/v1/consolidation-jobs",
         "GET /api/v1/consolidation-jobs/{job_id}",
         "GET /api/v1/consolidation/schedule",
+        "GET /api/v1/consolidation/ticks",
+        "GET /api/v1/projects",
         "GET /api/v1/projects/{project_id}",
         "GET /api/v1/projects/{project_id}/consolidation-jobs",
         "GET /healthz",
@@ -35,6 +40,8 @@ def test_the_schema_covers_every_operation() -> None:
         "POST /api/v1/projects",
         "POST /api/v1/projects/{project_id}/consolidation-jobs",
         "POST /api/v1/projects/{project_id}/memories",
+        "PUT /api/v1/consolidation/schedule/pause",
+        "PUT /api/v1/projects/{project_id}/pause",
     ]
 
 

@@ -27,7 +27,7 @@ def test_head_is_served_wherever_get_is(client: TestClient) -> None:
     health = client.head("/healthz")
     read = client.head(f"/api/v1/projects/{project['id']}", headers=AUTH)
     unauthenticated = client.head(f"/api/v1/projects/{project['id']}")
-    not_a_get = client.head("/api/v1/projects")  # POST only
+    not_a_get = client.head(f"/api/v1/projects/{project['id']}/memories")  # POST only
 
     assert (health.status_code, health.content) == (200, b"")
     assert (read.status_code, read.content) == (200, b"")

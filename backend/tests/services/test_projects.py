@@ -1,5 +1,6 @@
-"""ProjectService on both databases: create, read and update projects; an unknown
-id is ProjectNotFound and writes nothing."""
+"""ProjectService on both databases: create, read, update, pause and resume projects,
+and their own threshold and cooldown; an unknown id is ProjectNotFound and writes
+nothing, and so does a value out of range."""
 
 from __future__ import annotations
 
@@ -10,17 +11,31 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from omoi_os.config import AppSettings
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
 from omoi_os.services.database import DatabaseService
-from omoi_os.services.projects import ProjectService
+from omoi_os.services.projects import KEEP, EffectiveSettings, ProjectService
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0
 
 
 @pytest.fixture
 def projects(db: DatabaseService, clock: FakeClock) -> ProjectService:
-    return ProjectService(db, clock=clock)
+    settings = AppSettings(consolidation_threshold=100, consolidation_cooldown=300)
+    return ProjectService(db, settings=settings, clock=clock)
+
+
+# Columns that creating or renaming a project leaves at their defaults.
+UNTOUCHED = {
+    "cooldown_from": None,
+    "threshold_crossed_at": None,
+    "paused_at": None,
+    "paused_by": None,
+    "pause_reason": None,
+    "consolidation_threshold": None,
+    "consolidation_cooldown": None,
+}
 
 
 def _stored(db: DatabaseService) -> list[dict[str, Any]]:
@@ -47,17 +62,15 @@ def test_create(db: DatabaseService, projects: ProjectService, clock: FakeClock)
             "name": "alpha",
             "is_active": True,
             "created_at": T0,
-            "cooldown_from": None,
-            "threshold_crossed_at": None,
-        },
+        }
+        | UNTOUCHED,
         {
             "id": beta.id,
             "name": "beta",
             "is_active": False,
             "created_at": T0 + timedelta(minutes=1),
-            "cooldown_from": None,
-            "threshold_crossed_at": None,
-        },
+        }
+        | UNTOUCHED,
     ]
 
 
@@ -116,10 +129,9 @@ def test_update_changes_only_the_given_fields(
     )
     reread = projects.get(project.id)
     assert (reread.name, reread.is_active) == (name, is_active)
-    untouched = {"cooldown_from": None, "threshold_crossed_at": None}
     assert {row["id"]: row for row in _stored(db)} == {
-        project.id: expected | untouched,
-        other.id: {"id": other.id, "name": "beta", "is_active": True, "created_at": T0} | untouched,
+        project.id: expected | UNTOUCHED,
+        other.id: {"id": other.id, "name": "beta", "is_active": True, "created_at": T0} | UNTOUCHED,
     }
 
 
@@ -142,4 +154,84 @@ def test_update_an_unknown_project_writes_nothing(
         projects.update(unknown, name="renamed", is_active=False)
 
     assert raised.value.project_id == unknown
+    assert _stored(db) == before
+
+
+# --- a project's own threshold and cooldown ------------------------------------------------
+
+
+def test_overrides_are_set_kept_and_reset(db: DatabaseService, projects: ProjectService) -> None:
+    project = projects.create("alpha")
+
+    set_both = projects.update(project.id, consolidation_threshold=5, consolidation_cooldown=0)
+    kept = projects.update(project.id, name="renamed", consolidation_cooldown=KEEP)
+    reset = projects.update(project.id, consolidation_threshold=None)
+
+    assert projects.effective(set_both) == EffectiveSettings(threshold=5, cooldown=0)
+    assert (kept.consolidation_threshold, kept.consolidation_cooldown) == (5, 0)
+    assert (reset.consolidation_threshold, reset.consolidation_cooldown) == (None, 0)
+    assert projects.effective(reset) == EffectiveSettings(threshold=100, cooldown=0)
+    (row,) = _stored(db)
+    assert (row["name"], row["consolidation_threshold"], row["consolidation_cooldown"]) == (
+        "renamed",
+        None,
+        0,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"consolidation_threshold": 0}, "consolidation_threshold must be between 1 and 100000"),
+        ({"consolidation_threshold": 100_001}, "consolidation_threshold must be between"),
+        ({"consolidation_cooldown": -1}, "consolidation_cooldown must be between 0 and 604800"),
+        ({"consolidation_cooldown": 604_801}, "consolidation_cooldown must be between"),
+    ],
+)
+def test_an_override_out_of_range_writes_nothing(
+    db: DatabaseService, projects: ProjectService, changes: dict[str, Any], message: str
+) -> None:
+    project = projects.create("alpha")
+    before = _stored(db)
+
+    with pytest.raises(ValueError, match=message):
+        projects.update(project.id, name="renamed", **changes)
+
+    assert _stored(db) == before
+
+
+# --- pausing ------------------------------------------------------------------------------
+
+
+def test_pause_is_idempotent_and_resume_clears_it(
+    db: DatabaseService, projects: ProjectService, clock: FakeClock
+) -> None:
+    project = projects.create("alpha")
+
+    paused = projects.pause(project.id, by="alice", reason="noisy agent")
+    clock.advance(timedelta(minutes=5))
+    again = projects.pause(project.id, by="bob")
+
+    assert (paused.paused_at, paused.paused_by, paused.pause_reason) == (T0, "alice", "noisy agent")
+    assert (again.paused_at, again.paused_by, again.pause_reason) == (T0, "alice", "noisy agent")
+    projects.resume(project.id)
+    projects.resume(project.id)
+    assert _stored(db) == [
+        {"id": project.id, "name": "alpha", "is_active": True, "created_at": T0} | UNTOUCHED
+    ]
+
+
+def test_pausing_an_unknown_project_or_with_a_long_reason_writes_nothing(
+    db: DatabaseService, projects: ProjectService
+) -> None:
+    project = projects.create("alpha")
+    before = _stored(db)
+
+    with pytest.raises(ProjectNotFound):
+        projects.pause(uuid.uuid4(), by="alice")
+    with pytest.raises(ProjectNotFound):
+        projects.resume(uuid.uuid4())
+    with pytest.raises(ValueError, match="reason is longer than 500 characters"):
+        projects.pause(project.id, by="alice", reason="x" * 501)
+
     assert _stored(db) == before

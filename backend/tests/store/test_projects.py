@@ -147,11 +147,118 @@ def test_active_project_ids_selects_only_active_projects(
     assert sorted(selected) == sorted(active)
 
 
-def test_count_active_projects(db: DatabaseService, factories: Factories) -> None:
+def test_count_active_projects_not_paused_and_paused(
+    db: DatabaseService, factories: Factories
+) -> None:
     with db.read() as session:
-        assert project_store.count_active_projects(session) == 0
+        assert project_store.count_active_projects(session) == (0, 0)
     factories.projects(4)
     factories.projects(3, is_active=False)
+    factories.project(paused_at=T0, paused_by="alice")
+    factories.project(is_active=False, paused_at=T0, paused_by="alice")
 
     with db.read() as session:
-        assert project_store.count_active_projects(session) == 4
+        assert project_store.count_active_projects(session) == (4, 1)
+        schedulable = session.scalars(project_store.schedulable_project_ids()).all()
+    assert len(schedulable) == 4
+
+
+# --- pausing, listing ----------------------------------------------------------------------
+
+
+def test_pause_keeps_the_first_pause_and_forgets_a_deferred_crossing(
+    db: DatabaseService, factories: Factories
+) -> None:
+    project = factories.project(threshold_crossed_at=T0).id
+    with db.transaction() as session:
+        first = project_store.pause_project(session, project, at=T0, by="alice", reason="why")
+        again = project_store.pause_project(session, project, at=T0, by="bob", reason=None)
+        missing = project_store.pause_project(session, uuid.uuid4(), at=T0, by="bob", reason=None)
+        project_store.defer_crossing(session, project, at=T0)  # dropped: it is paused
+
+    stored = _project(db, project)
+    assert (first, again, missing) == (True, True, False)
+    assert (stored.paused_at, stored.paused_by, stored.pause_reason) == (T0, "alice", "why")
+    assert stored.threshold_crossed_at is None
+
+    with db.transaction() as session:
+        resumed = [project_store.resume_project(session, project) for _ in range(2)]
+        assert project_store.resume_project(session, uuid.uuid4()) is False
+    stored = _project(db, project)
+    assert resumed == [True, True]
+    assert (stored.paused_at, stored.paused_by, stored.pause_reason) == (None, None, None)
+
+
+def test_list_projects_filters_and_pages_in_id_order(
+    db: DatabaseService, factories: Factories
+) -> None:
+    active = factories.projects(3)
+    inactive = factories.projects(2, is_active=False)
+    paused = factories.project(paused_at=T0, paused_by="alice").id
+
+    def listed(**filters: object) -> list[uuid.UUID]:
+        with db.read() as session:
+            rows = project_store.list_projects(session, limit=100, offset=0, **filters)  # type: ignore[arg-type]
+        return [project.id for project in rows]
+
+    everyone = sorted([*active, *inactive, paused])
+    assert listed() == everyone
+    assert listed(active=True) == sorted([*active, paused])
+    assert listed(active=False) == sorted(inactive)
+    assert listed(paused=True) == [paused]
+    assert listed(active=True, paused=False) == sorted(active)
+    with db.read() as session:
+        second_page = project_store.list_projects(session, limit=2, offset=2)
+    assert [project.id for project in second_page] == everyone[2:4]
+
+
+# --- a project's own threshold and cooldown ------------------------------------------------
+
+
+def test_threshold_and_cooldown_are_the_project_s_own_or_the_default(
+    db: DatabaseService, factories: Factories
+) -> None:
+    own = factories.project(consolidation_threshold=3, consolidation_cooldown=0).id
+    default = factories.project().id
+
+    with db.read() as session:
+        values = {
+            project_id: session.execute(
+                select(
+                    project_store.effective_threshold(literal(100)),
+                    project_store.effective_cooldown(literal(300)),
+                    project_store.threshold_of(literal(project_id), literal(100)),
+                ).where(Project.id == project_id)
+            ).one()
+            for project_id in (own, default)
+        }
+
+    assert [tuple(row) for row in values.values()] == [(3, 0, 3), (100, 300, 100)]
+
+
+@pytest.mark.parametrize(
+    ("own_cooldown", "cooled"),
+    [(None, False), (60, True), (59, True), (61, False)],
+    ids=["global-300", "own-60-exactly-over", "own-59", "own-61"],
+)
+def test_cooled_down_uses_the_project_s_own_cooldown(
+    db: DatabaseService, factories: Factories, own_cooldown: int | None, cooled: bool
+) -> None:
+    """The cooldown started 60 s before now; the global cooldown is 300 s."""
+    project = factories.project(consolidation_cooldown=own_cooldown).id
+    with db.transaction() as session:
+        project_store.start_cooldown(session, [project], at=T0 - timedelta(seconds=60))
+
+    with db.read() as session:
+        over = session.scalar(
+            select(project_store.cooled_down(literal(project), now=T0, default_cooldown=300))
+        )
+
+    assert bool(over) is cooled
+
+
+def _project(db: DatabaseService, project_id: uuid.UUID) -> Project:
+    with db.read() as session:
+        project = session.get(Project, project_id)
+        assert project is not None
+        return project

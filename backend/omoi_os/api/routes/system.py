@@ -3,13 +3,21 @@
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from omoi_os.api.deps import Runtime
-from omoi_os.api.errors import ConsolidationRoute, get_and_head
-from omoi_os.api.schemas import HealthOut, ScheduleOut
+from omoi_os.api.deps import Principal, Runtime
+from omoi_os.api.errors import ConsolidationRoute, error_responses, get_and_head
+from omoi_os.api.paging import Limit, Offset
+from omoi_os.api.schemas import (
+    HealthOut,
+    PauseRequest,
+    ScheduleOut,
+    SchedulePauseOut,
+    TickOut,
+    TickPage,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,45 @@ def read_schedule(runtime: Runtime) -> ScheduleOut:
         misfire_grace_seconds=settings.consolidation_misfire_grace,
         timeout_seconds=settings.consolidation_timeout,
         scheduler_running=triggers.running,
+        pause=_pause_out(runtime),
+    )
+
+
+def _pause_out(runtime: Runtime) -> SchedulePauseOut | None:
+    pause = runtime.schedule.current_pause()
+    return None if pause is None else SchedulePauseOut.model_validate(pause)
+
+
+@router.put(
+    "/consolidation/schedule/pause",
+    response_model=SchedulePauseOut,
+    responses=error_responses(400, 415),
+)
+def pause_schedule(
+    principal: Principal, runtime: Runtime, body: PauseRequest | None = None
+) -> SchedulePauseOut:
+    """Pause the schedule on every replica: each tick that falls due is recorded as
+    passed over (`schedule_paused`), creates no job, and is never caught up. Pausing a
+    paused schedule answers the pause in force, unchanged."""
+    reason = body.reason if body is not None else None
+    return SchedulePauseOut.model_validate(runtime.schedule.pause(by=principal, reason=reason))
+
+
+@router.delete("/consolidation/schedule/pause", status_code=status.HTTP_204_NO_CONTENT)
+def resume_schedule(runtime: Runtime) -> None:
+    """Resume the schedule (also when it is not paused): the next tick creates jobs."""
+    runtime.schedule.resume()
+
+
+@get_and_head(router, "/consolidation/ticks", response_model=TickPage)
+def list_ticks(runtime: Runtime, limit: Limit = 50, offset: Offset = 0) -> TickPage:
+    """The schedule's ticks as they were run, newest first."""
+    page = runtime.schedule.ticks(limit=limit, offset=offset)
+    return TickPage(
+        items=[TickOut.model_validate(tick) for tick in page.items],
+        limit=page.limit,
+        offset=page.offset,
+        next_offset=page.next_offset,
     )
 
 

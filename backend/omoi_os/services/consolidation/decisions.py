@@ -29,6 +29,7 @@ class TriggerOutcome(StrEnum):
     SKIPPED_COOLDOWN = "skipped_cooldown"
     SKIPPED_BELOW_THRESHOLD = "skipped_below_threshold"
     SKIPPED_INACTIVE = "skipped_inactive"
+    SKIPPED_PAUSED = "skipped_paused"  # the project is paused (a crossing is dropped)
     SKIPPED_RECORDED = "skipped_recorded"
     REJECTED = "rejected"
 
@@ -42,6 +43,7 @@ class ThresholdProbe:
     crossing_deferred: bool  # a crossing already waits for the job or the cooldown
     active_job_id: int | None
     unconsolidated: int  # counted up to the threshold, never further
+    project_paused: bool = False
 
 
 def threshold_crossed(unconsolidated: int, threshold: int) -> bool:
@@ -58,6 +60,8 @@ def decide_threshold(
     """Should this memory write start a consolidation job?"""
     if not probe.project_active:
         return TriggerOutcome.SKIPPED_INACTIVE
+    if probe.project_paused:
+        return TriggerOutcome.SKIPPED_PAUSED
     if not threshold_crossed(probe.unconsolidated, threshold):
         return TriggerOutcome.SKIPPED_BELOW_THRESHOLD
     if probe.active_job_id is not None:
@@ -69,7 +73,8 @@ def decide_threshold(
 
 def defer_crossing(probe: ThresholdProbe, outcome: TriggerOutcome) -> bool:
     """Should the check remember this crossing, to fire it once the active job or the
-    cooldown is over? (Only the first such crossing is remembered.)"""
+    cooldown is over? (Only the first such crossing is remembered; a paused project's
+    is dropped, so that resuming it starts nothing by itself.)"""
     waiting = outcome in (TriggerOutcome.SKIPPED_ACTIVE, TriggerOutcome.SKIPPED_COOLDOWN)
     return waiting and not probe.crossing_deferred
 

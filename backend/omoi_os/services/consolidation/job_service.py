@@ -5,28 +5,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.errors import ProjectNotFound
-from omoi_os.models import ConsolidationJob, JobStatus
+from omoi_os.models import ConsolidationJob, JobStatus, TriggerType
 from omoi_os.services.consolidation.cancellation import Cancelled, cancel_job
 from omoi_os.services.database import DatabaseService
+from omoi_os.services.paging import Page
 from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
 from omoi_os.store import projects as project_store
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class JobPage:
-    """One page of jobs, newest first; `next_offset` is None on the last page."""
-
-    items: list[ConsolidationJob]
-    limit: int
-    offset: int
-    next_offset: int | None
+# One page of jobs, newest first.
+JobPage = Page[ConsolidationJob]
 
 
 class JobService:
@@ -76,16 +69,21 @@ class JobService:
         *,
         project_id: uuid.UUID | None = None,
         status: JobStatus | None = None,
+        trigger_type: TriggerType | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> JobPage:
         """Jobs, newest first: of one project (ProjectNotFound if it does not exist), or
-        of every project."""
+        of every project; only those in `status` and of `trigger_type`, if given."""
         with self._db.read() as session:
             if project_id is not None and not project_store.project_exists(session, project_id):
                 raise ProjectNotFound(project_id)
             rows = job_store.list_jobs(
-                session, project_id, status=status, limit=limit + 1, offset=offset
+                session,
+                project_id,
+                status=status,
+                trigger_type=trigger_type,
+                limit=limit + 1,
+                offset=offset,
             )
-        more = len(rows) > limit
-        return JobPage(rows[:limit], limit, offset, offset + limit if more else None)
+        return JobPage.cut(rows, limit=limit, offset=offset)

@@ -10,13 +10,17 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BeforeValidator
 
 
-def _number_not_text(value: Any) -> Any:
+def number_not_text(value: Any) -> Any:
     if isinstance(value, str | bool):
         raise ValueError("must be a JSON integer")
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_number_not_text)]
+JsonInt = Annotated[int, BeforeValidator(number_not_text)]
+# A bounded JsonInt inside a union (`… | None`) is written
+# `Annotated[int, Field(ge=…, le=…), BeforeValidator(number_not_text)]`: with the bounds
+# after the validator, pydantic writes them into the JSON Schema as `ge`/`le`, which
+# JSON Schema does not know (so clients would not see them).
 
 
 def _text_only(value: Any) -> Any:

@@ -85,7 +85,7 @@ class ConsolidationTriggerService:
         )
         self.scheduler = ConsolidationScheduler(
             self.schedule,
-            on_tick=self.ticks.run_due,
+            on_tick=self.ticks.run_on_timer,
             periodic=[self.ticks.run_due, self.threshold.fire_deferred, *periodic],
             in_flight=in_flight,
             interval=periodic_interval,

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from omoi_os.models import ConsolidationJob, JobStatus
 from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
 from tests.support.api import AUTH, BOB, create_project
-from tests.support.factories import Factories
+from tests.support.factories import T0, Factories
 from tests.support.logs import one, records
 from tests.support.rows import row_counts, stored_job
 
@@ -165,6 +165,45 @@ def test_job_list_is_newest_first_filtered_and_paginated(
     }
 
 
+def test_jobs_of_every_project_newest_first_by_status_and_trigger_type(
+    client: TestClient, factories: Factories
+) -> None:
+    first, second = create_project(client), create_project(client, name="second")
+    paused = client.put(f"/api/v1/projects/{second['id']}/pause", headers=AUTH)
+    assert paused.status_code == 200, paused.text
+    manual = [
+        client.post(f"/api/v1/projects/{p['id']}/consolidation-jobs", headers=AUTH).json()
+        for p in (first, second)
+    ]
+    with factories.db.transaction() as session:
+        session.execute(
+            update(ConsolidationJob)
+            .where(ConsolidationJob.id == manual[0]["id"])
+            .values(status=JobStatus.COMPLETED)
+        )
+    scheduled = factories.job(uuid.UUID(first["id"]), trigger_type="scheduled", scheduled_for=T0)
+
+    def ids(**params: Any) -> list[int]:
+        response = client.get("/api/v1/consolidation-jobs", params=params, headers=AUTH)
+        assert response.status_code == 200, response.text
+        return [job["id"] for job in response.json()["items"]]
+
+    assert ids() == [scheduled.id, manual[1]["id"], manual[0]["id"]]
+    assert ids(status="pending") == [scheduled.id, manual[1]["id"]]
+    assert ids(trigger_type="manual") == [manual[1]["id"], manual[0]["id"]]
+    assert ids(status="pending", trigger_type="manual") == [manual[1]["id"]]
+    assert ids(status="completed", trigger_type="scheduled") == []
+    page = client.get("/api/v1/consolidation-jobs?limit=2", headers=AUTH).json()
+    assert (page["limit"], page["offset"], page["next_offset"]) == (2, 0, 2)
+    # A manual job made while its project was paused says so.
+    assert [job["project_paused"] for job in manual] == [False, True]
+    with factories.db.read() as session:
+        flags = dict(
+            session.execute(select(ConsolidationJob.id, ConsolidationJob.project_paused)).all()
+        )
+    assert flags == {manual[0]["id"]: False, manual[1]["id"]: True, scheduled.id: False}
+
+
 # --- errors: each status with its detail, and no rows written ---------------------------
 
 
@@ -208,6 +247,9 @@ def test_job_list_is_newest_first_filtered_and_paginated(
         ("get", "/api/v1/projects/{pid}/consolidation-jobs?limit=1000", None, ["query", "limit"]),
         ("get", "/api/v1/projects/{pid}/consolidation-jobs?limit=0", None, ["query", "limit"]),
         ("get", "/api/v1/projects/{pid}/consolidation-jobs?offset=-1", None, ["query", "offset"]),
+        ("get", "/api/v1/consolidation-jobs?status=sleeping", None, ["query", "status"]),
+        ("get", "/api/v1/consolidation-jobs?trigger_type=cron", None, ["query", "trigger_type"]),
+        ("get", "/api/v1/consolidation-jobs?limit=201", None, ["query", "limit"]),
     ],
 )
 def test_bad_input_gets_422_naming_the_field_and_writes_nothing(

@@ -6,10 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from omoi_os.api import create_app
 from omoi_os.config import AppSettings
-from tests.support.api import AUTH, create, create_project
+from omoi_os.models import ConsolidationJob, SchedulePause
+from tests.support.api import AUTH, BOB, create, create_project
+from tests.support.factories import T0, Factories
 
 
 def test_schedule_describes_the_configuration(client: TestClient, settings: AppSettings) -> None:
@@ -31,6 +34,7 @@ def test_schedule_describes_the_configuration(client: TestClient, settings: AppS
         "misfire_grace_seconds": 3600,
         "timeout_seconds": 600,
         "scheduler_running": True,
+        "pause": None,
     }
 
 
@@ -110,3 +114,75 @@ def _samples(exposition: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             samples[name] = float(value)
     return samples
+
+
+# --- pausing the schedule, and its ticks' history ---------------------------------------
+
+
+def test_pause_and_resume_the_schedule(client: TestClient, factories: Factories) -> None:
+    url = "/api/v1/consolidation/schedule/pause"
+
+    paused = client.put(url, json={"reason": "database upgrade"}, headers=BOB)
+    again = client.put(url, headers=AUTH)  # paused already: bob's pause is answered
+    schedule = client.get("/api/v1/consolidation/schedule", headers=AUTH).json()
+
+    assert paused.status_code == 200, paused.text
+    pause = paused.json()
+    assert (pause["paused_by"], pause["reason"]) == ("bob", "database upgrade")
+    assert (again.status_code, again.json()) == (200, pause)
+    assert schedule["pause"] == pause
+    with factories.db.read() as session:
+        rows = session.scalars(select(SchedulePause)).all()
+    assert [(row.id, row.paused_by, row.reason) for row in rows] == [(1, "bob", "database upgrade")]
+
+    resumed = [client.delete(url, headers=AUTH) for _ in range(2)]
+
+    assert [(answer.status_code, answer.content) for answer in resumed] == [(204, b"")] * 2
+    assert factories.count(SchedulePause) == 0
+    assert client.get("/api/v1/consolidation/schedule", headers=AUTH).json()["pause"] is None
+
+
+def test_a_bad_pause_reason_is_422_and_writes_nothing(
+    client: TestClient, factories: Factories
+) -> None:
+    answers = [
+        client.put("/api/v1/consolidation/schedule/pause", json=body, headers=AUTH)
+        for body in ({"reason": "x" * 501}, {"reason": ""}, {"reason": "nul\u0000"})
+    ]
+
+    assert [answer.status_code for answer in answers] == [422] * 3
+    assert [answer.json()["detail"][0]["loc"] for answer in answers] == [["body", "reason"]] * 3
+    assert factories.count(SchedulePause) == 0
+
+
+def test_the_ticks_history_newest_first(client: TestClient, factories: Factories) -> None:
+    factories.projects(2, new_memories=1)
+    triggers = client.app.state.runtime.triggers  # type: ignore[attr-defined]
+    first, second = T0, T0 + timedelta(days=1)
+    triggers.run_scheduled_tick(first)
+    client.put("/api/v1/consolidation/schedule/pause", headers=AUTH)
+    triggers.run_scheduled_tick(second)
+
+    page = client.get("/api/v1/consolidation/ticks", params={"limit": 1}, headers=AUTH)
+    rest = client.get("/api/v1/consolidation/ticks", params={"offset": 1}, headers=AUTH)
+
+    assert page.status_code == 200, page.text
+    (paused,) = page.json()["items"]
+    (ran,) = rest.json()["items"]
+    assert (page.json()["next_offset"], rest.json()["next_offset"]) == (1, None)
+    assert paused | {"fired_at": None} == {
+        "scheduled_for": "2026-01-06T12:00:00Z",
+        "fired_at": None,
+        "jobs_created": 0,
+        "skipped_active": 0,
+        "skipped_idle": 0,
+        "skipped_paused": 0,
+        "schedule_paused": True,
+        "caught_up": False,
+    }
+    assert (ran["scheduled_for"], ran["jobs_created"], ran["schedule_paused"]) == (
+        "2026-01-05T12:00:00Z",
+        2,
+        False,
+    )
+    assert factories.count(ConsolidationJob) == 2

@@ -62,6 +62,10 @@ def test_cooldown_is_over_at_exactly_its_end() -> None:
         ({"active_job_id": 7, "cooldown_from": NOW}, TriggerOutcome.SKIPPED_ACTIVE),
         ({"project_active": False, "active_job_id": 7}, TriggerOutcome.SKIPPED_INACTIVE),
         ({"unconsolidated": 99, "active_job_id": 7}, TriggerOutcome.SKIPPED_BELOW_THRESHOLD),
+        # Paused: before the backlog, the job and the cooldown (nothing is deferred).
+        ({"project_paused": True}, TriggerOutcome.SKIPPED_PAUSED),
+        ({"project_paused": True, "active_job_id": 7}, TriggerOutcome.SKIPPED_PAUSED),
+        ({"project_active": False, "project_paused": True}, TriggerOutcome.SKIPPED_INACTIVE),
     ],
 )
 def test_decide_threshold(overrides: dict[str, object], outcome: TriggerOutcome) -> None:
@@ -79,6 +83,8 @@ def test_decide_threshold(overrides: dict[str, object], outcome: TriggerOutcome)
         ({"unconsolidated": 99, "active_job_id": 7}, False),
         ({}, False),  # created: nothing to defer
         ({"project_active": False, "active_job_id": 7}, False),
+        ({"project_paused": True, "active_job_id": 7}, False),  # paused: dropped
+        ({"project_paused": True, "cooldown_from": NOW}, False),
     ],
 )
 def test_which_crossings_are_deferred(overrides: dict[str, object], deferred: bool) -> None:

@@ -144,3 +144,22 @@ def test_list_of_an_unknown_project(jobs: JobService, factories: Factories) -> N
         jobs.list(project_id=unknown)
 
     assert raised.value.project_id == unknown
+
+
+def test_list_across_projects_by_status_and_trigger_type(
+    jobs: JobService, factories: Factories
+) -> None:
+    first, second = factories.project().id, factories.project().id
+    done = factories.job(first, status=JobStatus.COMPLETED).id
+    scheduled = factories.job(
+        first, trigger_type=TriggerType.SCHEDULED, scheduled_for=T0, status=JobStatus.FAILED
+    ).id
+    pending = factories.job(second, trigger_type=TriggerType.THRESHOLD).id
+
+    assert _ids(jobs.list()) == [pending, scheduled, done]
+    assert _ids(jobs.list(status=JobStatus.COMPLETED)) == [done]
+    assert _ids(jobs.list(trigger_type=TriggerType.MANUAL)) == [done]
+    assert _ids(jobs.list(status=JobStatus.FAILED, trigger_type=TriggerType.SCHEDULED)) == [
+        scheduled
+    ]
+    assert _ids(jobs.list(status=JobStatus.FAILED, trigger_type=TriggerType.MANUAL)) == []

@@ -41,11 +41,12 @@ class JobWriter:
         scheduled_for: datetime | None = None,
         delay: timedelta = timedelta(0),
         claimable_at_of: Callable[[job_store.NewJob], datetime] | None = None,
+        project_paused: bool = False,
     ) -> list[job_store.NewJob]:
         """A pending job and its queue task for each project `project_ids` yields that
         the database admits; returns the jobs created. Their tasks become claimable
         `delay` after now (a debounce), or each at `claimable_at_of(job)` if given (a
-        spread tick); the job rows say when."""
+        spread tick); the job rows say when, and whether their project was paused."""
         now = self._clock()
         available_at = now + delay
         rows = job_store.job_rows(
@@ -56,6 +57,7 @@ class JobWriter:
             scheduled_for=scheduled_for,
             now=now,
             claimable_at=available_at,
+            project_paused=project_paused,
         )
         created = job_store.insert_jobs(session, rows)
         if claimable_at_of is None:

@@ -1,6 +1,7 @@
 """The manual trigger: a job now, for one project, with an optional scope.
 
-It ignores the cooldown (an operator asked), but never the one-active-job rule: a
+It ignores the cooldown and the project's pause (an operator asked; the job records
+that its project was paused), but never the one-active-job rule: a
 project with a pending or running job answers ConsolidationAlreadyActive, naming that
 job. Whatever is refused writes nothing.
 """
@@ -100,7 +101,7 @@ class ManualTrigger:
         retry_of: int | None,
     ) -> int:
         with self._db.transaction() as session:
-            _require_active(session, project_id)
+            paused = _require_active(session, project_id)
             for _ in range(_CONFLICT_ATTEMPTS):
                 created = self._writer.write(
                     session,
@@ -108,6 +109,7 @@ class ManualTrigger:
                     trigger_type=trigger_type,
                     scope=scope,
                     triggered_by=principal,
+                    project_paused=paused,
                 )
                 if created:
                     if retry_of is not None:
@@ -153,9 +155,12 @@ class ManualTrigger:
         )
 
 
-def _require_active(session: Session, project_id: uuid.UUID) -> None:
-    is_active = project_store.project_is_active(session, project_id)
-    if is_active is None:
+def _require_active(session: Session, project_id: uuid.UUID) -> bool:
+    """Raise unless the project exists and is active; returns whether it is paused."""
+    state = project_store.activity(session, project_id)
+    if state is None:
         raise ProjectNotFound(project_id)
+    is_active, paused = state
     if not is_active:  # a job still stopping after the deactivation is named
         raise ProjectInactive(project_id, job_store.active_job_id(session, project_id))
+    return paused

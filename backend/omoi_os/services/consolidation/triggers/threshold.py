@@ -1,12 +1,17 @@
 """The threshold trigger: after a memory write commits, start a job when the project's
-unconsolidated memories reached the threshold, no job is active and the cooldown is
-over.
+unconsolidated memories reached its threshold, no job is active, the cooldown is over
+and the project is not paused. A project's own threshold and cooldown, when it has
+them, replace the global settings (COALESCE in the same query).
 
 One query gathers what the decision needs, counting the backlog no further than the
 threshold, so its cost does not grow with the backlog; the decision itself is a pure
 function (decisions.decide_threshold). A crossing that comes while a job is active or
 the cooldown runs is remembered on the project, and the periodic pass fires it once
 both are over (`fire_deferred`), so it is never lost waiting for the next write.
+
+A crossing while the project is paused is dropped, not deferred (and pausing forgets
+one already deferred): resuming a project starts nothing by itself; its next memory
+write, or the next scheduled tick, sees its backlog as usual.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, Select, Uuid, bindparam, literal, select
+from sqlalchemy import Integer, Select, Uuid, bindparam, literal, or_, select
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock
@@ -44,11 +49,21 @@ THRESHOLD_PRINCIPAL = "threshold"
 
 
 def _probe_statement() -> Select[Any]:
+    """The probe, then the project's effective threshold and cooldown: its own, or the
+    global settings (`threshold`, `cooldown`) when it has none. The backlog is counted
+    up to the effective threshold."""
     project_id = bindparam("project_id", type_=Uuid)
+    threshold = bindparam("threshold", type_=Integer)
+    cooldown = bindparam("cooldown", type_=Integer)
     return project_store.trigger_state(
         project_id,
         job_store.active_job_id_sql(project_id),
-        memory_store.unconsolidated_count_upto(project_id, bindparam("threshold", type_=Integer)),
+        memory_store.unconsolidated_count_upto(
+            project_id, project_store.threshold_of(project_id, threshold)
+        ),
+        project_store.is_paused(),
+        project_store.effective_threshold(threshold),
+        project_store.effective_cooldown(cooldown),
     )
 
 
@@ -99,15 +114,21 @@ class ThresholdTrigger:
         return job_id
 
     def _check(self, project: uuid.UUID) -> tuple[int | None, TriggerOutcome]:
-        threshold = self._settings.consolidation_threshold
         now = self._clock()
         with self._db.transaction() as session:
-            params = {"project_id": project, "threshold": threshold}
+            params = {
+                "project_id": project,
+                "threshold": self._settings.consolidation_threshold,
+                "cooldown": self._settings.consolidation_cooldown,
+            }
             row = session.connection().execute(PROBE, params).one_or_none()
             if row is None:
                 raise ProjectNotFound(project)
-            probe = ThresholdProbe(*row)
-            outcome = decide_threshold(probe, threshold=threshold, cooldown=self._cooldown, now=now)
+            *state, threshold, cooldown = row
+            probe = ThresholdProbe(*state)
+            outcome = decide_threshold(
+                probe, threshold=threshold, cooldown=timedelta(seconds=cooldown), now=now
+            )
             if defer_crossing(probe, outcome):
                 project_store.defer_crossing(session, project, at=now)
             if outcome is not TriggerOutcome.CREATED:
@@ -121,23 +142,30 @@ class ThresholdTrigger:
 
     def fire_deferred(self) -> list[int]:
         """The periodic pass's step: start a job for every project whose crossing was
-        deferred and can fire now (no active job, cooldown over, still at or over the
-        threshold), set-based; forget the crossings that fired or no longer hold.
-        Its cost is bounded by the projects with a deferred crossing."""
-        threshold = self._settings.consolidation_threshold
+        deferred and can fire now (not paused, no active job, its cooldown over, still at
+        or over its threshold), set-based; forget the crossings that fired or no longer
+        hold. Its cost is bounded by the projects with a deferred crossing: each backlog
+        is counted no further than the largest threshold among them."""
+        default_threshold = literal(self._settings.consolidation_threshold)
         now = self._clock()
         marked = project_store.with_deferred_crossing()
         project_id = marked.selected_columns[0]
-        backlog = memory_store.unconsolidated_count_upto(project_id, literal(threshold))
+        threshold = project_store.effective_threshold(default_threshold)
+        backlog = memory_store.unconsolidated_count_upto(
+            project_id, project_store.largest_threshold_deferred(default_threshold)
+        )
         due = marked.where(
-            project_store.cooled_down(project_id, before=now - self._cooldown),
+            project_store.cooled_down(
+                project_id, now=now, default_cooldown=self._settings.consolidation_cooldown
+            ),
             ~job_store.has_active_job(project_id),
             backlog >= threshold,
         )
+        stale = marked.where(or_(backlog < threshold, project_store.is_paused()))
         with self._db.transaction() as session:
             created = self._write(session, due, now)
             project_store.clear_deferred_crossings(session, [job.project_id for job in created])
-            project_store.clear_deferred_crossings(session, marked.where(backlog < threshold))
+            project_store.clear_deferred_crossings(session, stale)
         for job in created:
             self._metrics.count_trigger(TriggerType.THRESHOLD, TriggerOutcome.CREATED)
             logger.info(
@@ -154,10 +182,6 @@ class ThresholdTrigger:
                 },
             )
         return [job.id for job in created]
-
-    @property
-    def _cooldown(self) -> timedelta:
-        return timedelta(seconds=self._settings.consolidation_cooldown)
 
     def _write(
         self, session: Session, project_ids: Select[Any], now: datetime

@@ -1,12 +1,14 @@
-"""The scheduled trigger: one run of a cron tick writes a job for every active project
-that has something to do, set-based, in one transaction, together with the tick's
-record (which also counts the projects passed over, busy or idle).
+"""The scheduled trigger: one run of a cron tick writes a job for every active project,
+not paused, that has something to do, set-based, in one transaction, together with the
+tick's record (which also counts the projects passed over: busy, idle or paused).
+While the schedule is paused, a tick's run records it as passed over and writes no job.
 
 The record is keyed by the tick's instant, so a tick runs once however many replicas
 fire it, and each job carries the instant too, unique per project (invariant 2,
 docs/invariants.md). `run_due` is the
 one catch-up policy, whoever calls it (the tick's own timer, start-up, the periodic
-check): run the latest tick if no run of it committed and it is recent enough.
+check): run the latest tick if no run of it committed and it is recent enough. The
+record says whether the tick ran late, by the catch-up (`caught_up`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -62,6 +64,8 @@ class TickResult:
     skipped_idle: int  # active projects passed over with nothing to do
     already_recorded: bool  # another run (here or on a replica) had done this tick
     seconds: float
+    skipped_paused: int = 0  # active projects passed over because they are paused
+    schedule_paused: bool = False  # recorded and passed over whole: the schedule is paused
 
 
 class TickTrigger:
@@ -86,10 +90,16 @@ class TickTrigger:
         self._in_flight = in_flight  # lets a stopping scheduler cancel a stuck fan-out
         self._reported_too_old: datetime | None = None
 
-    def run_due(self) -> CatchUp:
+    def run_on_timer(self) -> CatchUp:
+        """run_due, called by the tick's own timer: a tick it runs is on time."""
+        return self.run_due(caught_up=False)
+
+    def run_due(self, *, caught_up: bool = True) -> CatchUp:
         """Run the latest tick at or before now if no run of it committed and it is no
         older than the misfire grace; a tick missed for longer is skipped and logged
-        (once). Several missed ticks coalesce into the latest."""
+        (once). Several missed ticks coalesce into the latest. Called by the catch-up
+        (start-up, the periodic pass) unless `caught_up` is False: the tick's record
+        says which."""
         now = self._clock()
         latest = due_tick(self.schedule, now)
         with self._db.read() as session:
@@ -97,7 +107,7 @@ class TickTrigger:
         grace = timedelta(seconds=self._settings.consolidation_misfire_grace)
         decision = decide_catch_up(latest, recorded, now, grace)
         if decision is CatchUp.RUN and latest is not None:
-            self.run_tick(latest)
+            self.run_tick(latest, caught_up=caught_up)
         elif decision is CatchUp.TOO_OLD and latest != self._reported_too_old:
             self._reported_too_old = latest
             logger.info(
@@ -108,13 +118,14 @@ class TickTrigger:
             )
         return decision
 
-    def run_tick(self, tick: datetime) -> TickResult:
-        """Write a job and its queue task for `tick` for every active project without an
-        active job, in one transaction. Running a tick again, here or on another
-        replica, creates nothing more."""
+    def run_tick(self, tick: datetime, *, caught_up: bool = False) -> TickResult:
+        """Write a job and its queue task for `tick` for every active project, not
+        paused, without an active job, in one transaction. Running a tick again, here or
+        on another replica, creates nothing more. While the schedule is paused the tick
+        is recorded as passed over, with no job: it is never caught up later."""
         tick = tick.astimezone(UTC)
         started = time.perf_counter()
-        result = _retrying(lambda: self._fan_out(tick, started))
+        result = _retrying(lambda: self._fan_out(tick, started, caught_up))
         self._metrics.tick_fanout_seconds.observe(result.seconds)
         self._metrics.count_trigger(TriggerType.SCHEDULED, TriggerOutcome.CREATED, result.created)
         self._metrics.count_trigger(
@@ -123,33 +134,58 @@ class TickTrigger:
         self._metrics.count_trigger(
             TriggerType.SCHEDULED, TriggerOutcome.SKIPPED_IDLE, result.skipped_idle
         )
+        self._metrics.count_trigger(
+            TriggerType.SCHEDULED, TriggerOutcome.SKIPPED_PAUSED, result.skipped_paused
+        )
         if result.already_recorded:
             self._metrics.count_trigger(TriggerType.SCHEDULED, TriggerOutcome.SKIPPED_RECORDED)
         self._log(result)
         return result
 
-    def _fan_out(self, tick: datetime, started: float) -> TickResult:
+    def _fan_out(self, tick: datetime, started: float, caught_up: bool) -> TickResult:
         now = self._clock()
         with (
             self._db.transaction() as session,
             self._in_flight.interruptible(raw_connection(session)),
         ):
-            if not job_store.record_tick(session, tick, now=now):
-                return TickResult(tick, 0, 0, 0, True, time.perf_counter() - started)
+            claim = job_store.record_tick(session, tick, now=now, caught_up=caught_up)
+            if claim is not job_store.TickClaim.RUN:
+                return TickResult(
+                    tick,
+                    0,
+                    0,
+                    0,
+                    already_recorded=claim is job_store.TickClaim.ALREADY_RECORDED,
+                    seconds=time.perf_counter() - started,
+                    schedule_paused=claim is job_store.TickClaim.SCHEDULE_PAUSED,
+                )
             created = self._write_jobs(session, tick)
-            active_projects = project_store.count_active_projects(session)
-            with_active_job = job_store.count_projects_with_active_job(session)
-            skipped_active = max(with_active_job - created, 0)
-            skipped_idle = max(active_projects - with_active_job, 0)
+            result = self._count_passed_over(session, tick, created)
             job_store.set_tick_outcome(
                 session,
                 tick,
                 created=created,
-                skipped_active=skipped_active,
-                skipped_idle=skipped_idle,
+                skipped_active=result.skipped_active,
+                skipped_idle=result.skipped_idle,
+                skipped_paused=result.skipped_paused,
             )
-        seconds = time.perf_counter() - started
-        return TickResult(tick, created, skipped_active, skipped_idle, False, seconds)
+        return replace(result, seconds=time.perf_counter() - started)
+
+    @staticmethod
+    def _count_passed_over(session: Session, tick: datetime, created: int) -> TickResult:
+        """The active projects the tick passed over, by why: paused, a job still active,
+        nothing to do. Counted set-based, after the jobs were written."""
+        schedulable, paused = project_store.count_active_projects(session)
+        with_active_job = job_store.count_projects_with_active_job(session)
+        return TickResult(
+            tick,
+            created,
+            skipped_active=max(with_active_job - created, 0),
+            skipped_idle=max(schedulable - with_active_job, 0),
+            already_recorded=False,
+            seconds=0.0,
+            skipped_paused=paused,
+        )
 
     def _write_jobs(self, session: Session, tick: datetime) -> int:
         """The tick's jobs and tasks; how many. A spread gives each job its own
@@ -176,10 +212,10 @@ class TickTrigger:
 
     @staticmethod
     def _candidates(tick: datetime) -> Select[Any]:
-        """Active projects without an active job that the scheduled job has something
-        to do for (new memories, or tiers that expired with age): an idle project gets
-        no job and no queue row. Driven by the work, so its cost follows the work."""
-        candidates = project_store.active_project_ids()
+        """Active projects, not paused, without an active job, that the scheduled job
+        has something to do for (new memories, or tiers that expired with age): an idle
+        project gets no job and no queue row. Driven by the work, so its cost follows the work."""
+        candidates = project_store.schedulable_project_ids()
         project_id = candidates.selected_columns[0]
         return candidates.where(
             project_id.in_(memory_store.projects_with_work(tick)),
@@ -194,7 +230,9 @@ class TickTrigger:
             "jobs_created": result.created,
             "skipped_active": result.skipped_active,
             "skipped_idle": result.skipped_idle,
+            "skipped_paused": result.skipped_paused,
             "already_recorded": result.already_recorded,
+            "schedule_paused": result.schedule_paused,
         }
         if result.already_recorded:
             logger.info(
@@ -203,13 +241,21 @@ class TickTrigger:
                 extra=fields | {"action": "tick_already_run"},
             )
             return
+        if result.schedule_paused:
+            logger.info(
+                "scheduled tick %s: the schedule is paused; recorded, no job created",
+                result.tick.isoformat(),
+                extra=fields | {"action": "tick_paused"},
+            )
+            return
         logger.info(
             "scheduled tick %s: created %d job(s); passed over %d active project(s) with a "
-            "job in progress and %d with nothing to do (%.3f s)",
+            "job in progress, %d with nothing to do and %d paused (%.3f s)",
             result.tick.isoformat(),
             result.created,
             result.skipped_active,
             result.skipped_idle,
+            result.skipped_paused,
             result.seconds,
             extra=fields,
         )

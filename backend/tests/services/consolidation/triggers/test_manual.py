@@ -194,3 +194,20 @@ def test_scheduled_jobs_only_come_from_ticks(
 
     assert stored_jobs(db) == []
     assert factories.count(QueuedTask) == 0
+
+
+def test_a_manual_trigger_on_a_paused_project_works_and_says_so(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    paused = factories.project(paused_at=clock(), paused_by="alice").id
+    running = factories.project().id
+    triggers = make_triggers()
+
+    paused_job = triggers.trigger_consolidation_sync(paused, triggered_by="bob")
+    running_job = triggers.trigger_consolidation_sync(running, triggered_by="bob")
+
+    assert [(job.id, job.project_paused) for job in stored_jobs(db)] == [
+        (paused_job, True),
+        (running_job, False),
+    ]
+    assert factories.count(QueuedTask) == 2

@@ -1,6 +1,7 @@
 """The threshold trigger (triggers/threshold.py), driven as in production: by
 MemoryService after each memory write. It fires once, on the write that crosses the
-threshold; waits out the cooldown; skips inactive projects; delays the job's claim by
+threshold; waits out the cooldown; skips inactive projects and drops a paused one's
+crossings; applies a project's own threshold and cooldown; delays the job's claim by
 the debounce; creates one job however many writers cross at once; and a failing check
 never loses the memory."""
 
@@ -28,12 +29,13 @@ from omoi_os.services.consolidation.decisions import starts_cooldown
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService, NewMemory
+from omoi_os.services.projects import ProjectService
 from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
 from tests.support.clocks import FakeClock
 from tests.support.consolidation import MakeTriggers, finish_job, trigger_count, write_memories
 from tests.support.factories import Factories
 from tests.support.logs import one, records
-from tests.support.rows import stored_jobs
+from tests.support.rows import stored_job, stored_jobs
 
 
 def _outcomes(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -329,3 +331,91 @@ def test_a_job_that_consolidated_nothing_does_not_start_the_cooldown(
 )
 def test_what_starts_the_cooldown(status: JobStatus, consolidate: bool, starts: bool) -> None:
     assert starts_cooldown(status, 5 if consolidate else 0) is starts
+
+
+# --- a paused project, and a project's own threshold and cooldown -------------------------
+
+
+def _crossing_deferred(db: DatabaseService) -> bool:
+    with db.read() as session:
+        return session.scalar(select(Project.threshold_crossed_at)) is not None
+
+
+def test_a_paused_project_s_crossing_is_dropped_and_resuming_starts_nothing(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    triggers = make_triggers(consolidation_threshold=10)
+    memories = MemoryService(db, triggers, clock=clock)
+    ProjectService(db, clock=clock).pause(project.id, by="alice")
+
+    paused_writes = write_memories(memories, project.id, 12)
+    assert triggers.threshold.fire_deferred() == []
+    ProjectService(db, clock=clock).resume(project.id)
+    assert triggers.threshold.fire_deferred() == []  # resuming fires nothing by itself
+
+    assert paused_writes == [None] * 12
+    assert stored_jobs(db) == []
+    assert factories.count(QueuedTask) == 0
+    assert not _crossing_deferred(db)
+    assert trigger_count(triggers, "threshold", "skipped_paused") == 12
+    (job_id,) = write_memories(memories, project.id, 1)  # the next write sees the backlog
+    assert [job.id for job in stored_jobs(db)] == [job_id]
+
+
+def test_pausing_forgets_a_deferred_crossing(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    project = factories.project()
+    triggers = make_triggers(consolidation_cooldown=0)
+    memories = MemoryService(db, triggers, clock=clock)
+    (running,) = [job for job in write_memories(memories, project.id, 10) if job]
+    write_memories(memories, project.id, 10)  # a crossing while the job runs: deferred
+    assert _crossing_deferred(db)
+
+    ProjectService(db, clock=clock).pause(project.id, by="alice")
+    finish_job(db, running, clock())
+
+    assert triggers.threshold.fire_deferred() == []
+    assert not _crossing_deferred(db)
+    assert [job.id for job in stored_jobs(db)] == [running]
+
+
+def test_a_project_s_own_threshold_replaces_the_global_one(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    low = factories.project(consolidation_threshold=3).id
+    high = factories.project(consolidation_threshold=15).id
+    memories = MemoryService(db, make_triggers(consolidation_threshold=10), clock=clock)
+
+    low_jobs = write_memories(memories, low, 3)
+    high_jobs = write_memories(memories, high, 15)
+
+    assert [job is not None for job in low_jobs] == [False, False, True]
+    assert [job is not None for job in high_jobs] == [False] * 14 + [True]
+    assert [job.project_id for job in stored_jobs(db)] == [low, high]
+
+
+def test_deferred_crossings_fire_by_each_project_s_own_threshold_and_cooldown(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    """Global: threshold 10, cooldown 300 s. `quick` has its own cooldown of 10 s,
+    `small` its own threshold of 3 (and the global cooldown)."""
+    quick = factories.project(name="quick", consolidation_cooldown=10).id
+    small = factories.project(name="small", consolidation_threshold=3).id
+    triggers = make_triggers(consolidation_threshold=10, consolidation_cooldown=300)
+    memories = MemoryService(db, triggers, clock=clock)
+    sizes = {quick: 10, small: 3}
+    firsts = [job for project, n in sizes.items() for job in write_memories(memories, project, n)]
+    for job in filter(None, firsts):
+        finish_job(db, job, clock(), consolidate=True)  # the cooldowns run
+    for project, n in sizes.items():
+        assert write_memories(memories, project, n) == [None] * n  # crossings in the cooldown
+
+    clock.advance(timedelta(seconds=10))
+    fired_quick = triggers.threshold.fire_deferred()
+    clock.advance(timedelta(seconds=290))
+    fired_small = triggers.threshold.fire_deferred()
+
+    assert [stored_job(db, job).project_id for job in fired_quick] == [quick]
+    assert [stored_job(db, job).project_id for job in fired_small] == [small]

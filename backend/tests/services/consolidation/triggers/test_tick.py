@@ -1,7 +1,8 @@
 """The scheduled trigger (triggers/tick.py): one run of a tick writes a job and its queue
 task for every active project without an active job, once per tick however many runs
 or replicas fire it; `run_due` is the one catch-up policy (at start, on the tick's own
-timer, in the periodic pass)."""
+timer, in the periodic pass). A paused schedule records its ticks as passed over; a
+paused project is passed over and counted."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ from omoi_os.models import (
     TriggerType,
 )
 from omoi_os.services.consolidation.decisions import CatchUp
+from omoi_os.services.consolidation.schedule_service import ScheduleService
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.triggers.tick import TickResult
 from omoi_os.services.database import DatabaseService
+from omoi_os.services.projects import ProjectService
 from omoi_os.store import jobs as job_store
 from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
 from tests.support.clocks import FakeClock
-from tests.support.consolidation import MakeTriggers, finish_job
+from tests.support.consolidation import MakeTriggers, finish_job, trigger_count
 from tests.support.factories import T0, Factories
 from tests.support.logs import one, records
 from tests.support.polling import wait_for
@@ -301,3 +304,100 @@ def test_a_tick_whose_run_failed_is_retried_by_the_next_run_due(
     assert triggers.ticks.run_due() is CatchUp.NOT_NEEDED
     assert len(stored_jobs(db)) == 3
     assert calls == ["insert_jobs_counting", "insert_jobs_counting"]
+
+
+# --- pauses, and whether a tick ran on time ---------------------------------------------
+
+
+def _ticks(db: DatabaseService) -> list[tuple[Any, ...]]:
+    """Every recorded tick, oldest first, as its history shows it."""
+    with db.read() as session:
+        rows = reversed(job_store.list_ticks(session, limit=100, offset=0))
+        return [
+            (
+                t.scheduled_for,
+                t.jobs_created,
+                t.skipped_active,
+                t.skipped_idle,
+                t.skipped_paused,
+                t.schedule_paused,
+                t.caught_up,
+            )
+            for t in rows
+        ]
+
+
+def test_while_the_schedule_is_paused_replicas_record_the_tick_once_and_create_nothing(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    factories.projects(3, new_memories=1)
+    schedule = ScheduleService(db, clock=clock)
+    schedule.pause(by="alice", reason="database upgrade")
+    replicas = [make_triggers(consolidation_schedule="0 12 * * *") for _ in range(3)]
+    tick, next_tick = T0, T0 + timedelta(days=1)  # T0 is 12:00
+
+    results = [replica.run_scheduled_tick(tick) for replica in replicas]
+
+    assert [(r.created, r.schedule_paused, r.already_recorded) for r in results] == [
+        (0, True, False),
+        (0, False, True),
+        (0, False, True),
+    ]
+    assert stored_jobs(db) == []
+    assert factories.count(QueuedTask) == 0
+    assert _ticks(db) == [(tick, 0, 0, 0, 0, True, False)]
+    # Resumed: the passed-over tick is not caught up, the next one runs.
+    schedule.resume()
+    clock.set(tick + timedelta(minutes=10))
+    assert replicas[0].ticks.run_due() is CatchUp.NOT_NEEDED
+    resumed = replicas[1].run_scheduled_tick(next_tick)
+    assert (resumed.created, resumed.schedule_paused) == (3, False)
+    assert {job.scheduled_for for job in stored_jobs(db)} == {next_tick}
+    assert factories.count(QueuedTask) == 3
+    assert _ticks(db)[1] == (next_tick, 3, 0, 0, 0, False, False)
+
+
+def test_a_paused_project_gets_no_scheduled_job_and_is_counted(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers
+) -> None:
+    working, paused_with_work, paused_busy = factories.projects(3, new_memories=1)
+    factories.projects(2)  # idle
+    projects = ProjectService(db)
+    for paused in (paused_with_work, paused_busy):
+        projects.pause(paused, by="alice")
+    manual = factories.job(paused_busy)  # a manual job still runs while paused
+    triggers = make_triggers()
+
+    result = triggers.run_scheduled_tick(T0)
+
+    assert (result.created, result.skipped_active, result.skipped_idle, result.skipped_paused) == (
+        1,
+        0,
+        2,
+        2,
+    )
+    assert [(job.project_id, job.trigger_type) for job in stored_jobs(db)] == [
+        (paused_busy, TriggerType.MANUAL),
+        (working, TriggerType.SCHEDULED),
+    ]
+    assert [job.id for job in stored_jobs(db, paused_busy)] == [manual.id]
+    assert factories.count(QueuedTask) == 1
+    assert _ticks(db) == [(T0, 1, 0, 2, 2, False, False)]
+    assert trigger_count(triggers, "scheduled", "skipped_paused") == 2
+
+
+def test_a_tick_run_by_the_catch_up_says_so_and_one_on_its_timer_does_not(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, clock: FakeClock
+) -> None:
+    factories.projects(1, new_memories=1)
+    triggers = make_triggers(consolidation_schedule="0 * * * *")
+    clock.set(T0.replace(minute=20))  # the 12:00 tick was missed
+
+    assert triggers.ticks.run_due() is CatchUp.RUN  # the start-up / periodic catch-up
+    clock.set(T0.replace(hour=13))
+    assert triggers.ticks.run_on_timer() is CatchUp.RUN
+
+    assert [(tick[0], tick[-1]) for tick in _ticks(db)] == [
+        (T0, True),
+        (T0.replace(hour=13), False),
+    ]
