@@ -188,6 +188,48 @@ def worker(
 
 
 @app.command()
+def purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be deleted")
+    ] = False,
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(help="Delete history older than this many days (default: retention_days)"),
+    ] = None,
+) -> None:
+    """Delete old history now: done and dead queue tasks, finished jobs (each project
+    keeps its latest) and tick records (the newest is kept). Memories are never touched."""
+    from omoi_os.services.consolidation.retention import check_retention_days
+
+    if older_than_days is not None:
+        try:
+            check_retention_days(older_than_days)
+        except ValueError as exc:
+            fail(f"--older-than-days {older_than_days}: {exc}")
+    runtime = _open_runtime(load_settings())
+    try:
+        with database_errors_in_one_line():
+            _purge(runtime, older_than_days, dry_run=dry_run)
+    finally:
+        runtime.db.dispose()
+
+
+def _purge(runtime: ConsolidationRuntime, older_than_days: int | None, *, dry_run: bool) -> None:
+    retention = runtime.retention
+    before = _when(retention.cutoff(older_than_days))
+    if dry_run:
+        counts = retention.count_expired(older_than_days)
+        typer.echo(f"would delete (dry run; history finished before {before} UTC):")
+    else:
+        summary = retention.purge(older_than_days)
+        counts = summary.deleted
+        transactions = sum(summary.transactions.values())
+        typer.echo(f"deleted (history finished before {before} UTC, {transactions} transactions):")
+    for table, count in counts.items():
+        typer.echo(f"  {table:<20} {count:>10}")
+
+
+@app.command()
 def trigger(
     project_id: Annotated[str, typer.Argument(help="The project's id (a UUID)")],
     scope: Annotated[

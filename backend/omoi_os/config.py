@@ -20,6 +20,9 @@ from omoi_os.schedule import CronSchedule, parse_timezone
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 MIN_TOKEN_LENGTH = 16
+# Retention keeps at least a day (a job must outlive its cooldown, at most a day) and
+# at most ten years.
+RETENTION_DAYS_RANGE = (1, 3650)
 
 
 def default_data_dir() -> Path:
@@ -114,6 +117,14 @@ class AppSettings(BaseSettings):
     worker_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Memories per committed batch"
     )
+
+    retention_days: int = Field(
+        default=30,
+        ge=RETENTION_DAYS_RANGE[0],
+        le=RETENTION_DAYS_RANGE[1],
+        description="Days finished queue tasks, finished jobs and tick records are kept",
+    )
+
     database_api_connections: int = Field(
         default=10,
         ge=1,

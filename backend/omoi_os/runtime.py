@@ -25,6 +25,7 @@ from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.services.consolidation.job_service import JobService
+from omoi_os.services.consolidation.retention import Retention
 from omoi_os.services.consolidation.sweeper import Sweeper
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.worker import ConsolidationWorker
@@ -64,13 +65,15 @@ class ConsolidationRuntime:
         )
         settings, metrics = self.settings, self.metrics
         self.sweeper = Sweeper(self.db, self.queue, settings=settings, clock=clock, metrics=metrics)
+        self.retention = Retention(self.db, settings=settings, clock=clock, metrics=metrics)
         self.triggers = ConsolidationTriggerService(
             self.db,
             settings=settings,
             task_queue=self.queue,
             metrics=metrics,
             clock=clock,
-            periodic=[self.sweeper.sweep],
+            # Retention after the sweeper: a dead task goes only once its job has ended.
+            periodic=[self.sweeper.sweep, self.retention.purge_if_due],
         )
         self.worker = ConsolidationWorker(
             self.db, settings=settings, queue=self.queue, metrics=metrics, clock=clock
