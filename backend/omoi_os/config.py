@@ -125,6 +125,14 @@ class AppSettings(BaseSettings):
         description="Days finished queue tasks, finished jobs and tick records are kept",
     )
 
+    health_queue_wait_limit: int = Field(
+        default=300,
+        ge=1,
+        le=86_400,
+        description="Seconds the oldest claimable consolidation task may wait for a worker "
+        "before /healthz flags the queue as stalled (no worker running, or too few)",
+    )
+
     database_api_connections: int = Field(
         default=10,
         ge=1,

@@ -31,6 +31,7 @@ from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerS
 from omoi_os.services.consolidation.worker import ConsolidationWorker
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.gauges import DatabaseGauges
+from omoi_os.services.health import HealthCheck
 from omoi_os.services.memory import MemoryService
 from omoi_os.services.projects import ProjectService
 from omoi_os.services.task_queue import TaskQueueService
@@ -81,7 +82,8 @@ class ConsolidationRuntime:
         self.projects = ProjectService(self.db, clock=clock)
         self.memories = MemoryService(self.db, self.triggers, clock=clock)
         self.jobs = JobService(self.db)
-        self.metrics.watch(DatabaseGauges(self.db, self.queue))
+        self.health = HealthCheck(self.db, self.queue, settings=settings, clock=clock)
+        self.metrics.watch(DatabaseGauges(self.db, self.queue, clock=clock))
         self._lifecycle = threading.Lock()
 
     @property
