@@ -26,6 +26,8 @@ from omoi_os.models import JobStatus, TriggerType
 from omoi_os.services.database import DatabaseDirectoryError
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from omoi_os.runtime import ConsolidationRuntime
 
 app = typer.Typer(
@@ -177,6 +179,7 @@ def worker(
     _configure_logging(log_level)
     settings = load_settings()
     runtime = _open_runtime(settings)
+    metrics_server = _serve_worker_metrics(runtime, settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -184,7 +187,29 @@ def worker(
     typer.echo(f"worker {runtime.worker.worker_id} running; SIGTERM or Ctrl-C stops it", err=True)
     stop.wait()
     runtime.worker.stop()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     runtime.db.dispose()
+
+
+def _serve_worker_metrics(
+    runtime: ConsolidationRuntime, settings: AppSettings
+) -> WSGIServer | None:
+    """Serve the runtime's metrics over HTTP if OMOI_WORKER_METRICS_PORT is set, so that
+    the jobs this process finishes are counted somewhere a scraper can read. A port
+    that cannot be bound ends the command before any worker starts."""
+    from prometheus_client import start_http_server
+
+    host, port = settings.worker_metrics_host, settings.worker_metrics_port
+    if port is None:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=runtime.metrics.registry)
+    except OSError as exc:
+        runtime.db.dispose()
+        fail(f"cannot serve worker metrics on {host}:{port}: {exc.strerror or exc}")
+    typer.echo(f"worker metrics on http://{host}:{port}/metrics", err=True)
+    return server
 
 
 @app.command()

@@ -117,6 +117,18 @@ class AppSettings(BaseSettings):
     worker_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Memories per committed batch"
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="TCP port on which `omoi-os worker` serves its Prometheus metrics "
+        "(unset: not served)",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Interface `omoi-os worker` serves its metrics on (0.0.0.0: every one)",
+    )
 
     retention_days: int = Field(
         default=30,

@@ -103,6 +103,8 @@ def test_database_urls_are_normalised(url: str, expected: str) -> None:
         ("retention_days", 0, "greater than or equal to 1"),
         ("retention_days", 3651, "less than or equal to 3650"),
         ("health_queue_wait_limit", 0, "greater than or equal to 1"),
+        ("worker_metrics_port", 0, "greater than or equal to 1"),
+        ("worker_metrics_port", 65536, "less than or equal to 65535"),
         # conftest's schedule is daily (UTC): the spread must end before the next tick
         ("consolidation_spread", 86_400, "shorter than the shortest time between two ticks"),
         ("database_url", "mysql://u@h/db", "'mysql' databases are not supported"),
