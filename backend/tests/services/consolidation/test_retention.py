@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
@@ -262,3 +262,26 @@ def test_two_purges_at_once_share_the_rows_on_postgres(postgres_url: str, clock:
     assert first["consolidation_jobs"] + second["consolidation_jobs"] == 20 * 9
     assert tasks == []
     assert len(jobs) == 20  # each project's latest
+
+
+@pytest.mark.postgres_only
+def test_a_purge_skips_the_rows_another_transaction_holds(
+    postgres_url: str, clock: FakeClock
+) -> None:
+    """SKIP LOCKED: rows locked elsewhere (another replica's batch) are passed over at
+    once, not waited for; the next purge takes them."""
+    db = DatabaseService(postgres_url)
+    try:
+        _tasks(db, *((f"old-{n}", TaskState.DONE, OLD - n * DAY) for n in range(5)))
+        retention = _retention(db, clock, batch_size=2)
+        with ThreadPoolExecutor(1) as pool, db.transaction() as holder:
+            held = "SELECT id FROM task_queue WHERE task_id IN ('old-4', 'old-1') FOR UPDATE"
+            holder.execute(text(held))  # the oldest and a middle one
+            first = pool.submit(retention.purge).result(timeout=10)  # hangs if it waited
+        second = retention.purge()
+        tasks = _remaining(db)[0]
+    finally:
+        db.dispose()
+
+    assert (first.deleted["task_queue"], second.deleted["task_queue"]) == (3, 2)
+    assert tasks == []
