@@ -5,9 +5,10 @@ Set-up: `--rows` (1,000,000) done queue tasks and as many finished jobs, all 40+
 days old (the jobs spread over `--rows / 100` projects, so each project keeps its
 latest), and a few active projects that agents write memories into.
 
-Ours: `Retention.purge()` (batches of 1,000 rows, each its own transaction) in a
-thread, while the main thread writes memories the way the app does
-(`MemoryService.create_memory`: the write, then the threshold check).
+Ours: `Retention.purge()` (batches of 1,000 rows, each its own transaction, with the
+library's pause after each; `--pause-ratio 0` purges flat out) in a thread, while the
+main thread writes memories the way the app does (`MemoryService.create_memory`: the
+write, then the threshold check).
 Baseline, measured in the same run: the same writes with no purge running.
 
 Targets: write + check median during the purge within 1.5x of the baseline's, p99
@@ -15,7 +16,7 @@ within 3x; no batch longer than 250 ms (a batch is a transaction: its locks are 
 that long); at least 5,000 rows/s (a night of a 100,000-project fleet's history, two
 rows per job, in well under a minute).
 
-    python -m bench.retention [--rows 1000000] [--writes 2000]
+    python -m bench.retention [--rows 1000000] [--writes 2000] [--pause-ratio 1.0]
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from omoi_os.clock import utc_now
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import MemoryType
-from omoi_os.services.consolidation.retention import PurgeSummary, Retention
+from omoi_os.services.consolidation.retention import PAUSE_RATIO, PurgeSummary, Retention
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService, NewMemory
@@ -133,14 +134,16 @@ def _purge_beside_writes(
     return outcome[0], time.perf_counter() - started, samples
 
 
-def run(url: str, rows: int, writes: int) -> None:
+def run(url: str, rows: int, writes: int, pause_ratio: float) -> None:
     active = _load(url, rows)
     db = DatabaseService(url)
     settings = AppSettings(database_url=url, consolidation_threshold=1000, retention_days=30)
     metrics = ConsolidationMetrics()
     triggers = ConsolidationTriggerService(db, settings=settings, metrics=metrics)
     memories = MemoryService(db, triggers)
-    retention = Retention(db, settings=settings, clock=utc_now, metrics=metrics)
+    retention = Retention(
+        db, settings=settings, clock=utc_now, metrics=metrics, pause_ratio=pause_ratio
+    )
     try:
         _timed_writes(memories, active, lambda count: count < 50)  # warm-up
         alone = _timed_writes(memories, active, lambda count: count < writes)
@@ -188,6 +191,12 @@ def _options(argv: list[str] | None) -> argparse.Namespace:
         "--rows", type=int, default=1_000_000, help="old done tasks, and old finished jobs"
     )
     parser.add_argument("--writes", type=int, default=2_000, help="baseline memory writes")
+    parser.add_argument(
+        "--pause-ratio",
+        type=float,
+        default=PAUSE_RATIO,
+        help="pause after each batch, as a multiple of its duration (the library's default)",
+    )
     return parser.parse_args(argv)
 
 
@@ -196,8 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     scale it down."""
     options = _options(argv)
     print(f"retention benchmark — {machine()}")
+    print(f"{options.rows:,} rows of each; pause after each batch: {options.pause_ratio}x its time")
     with scratch_database("omoi_bench_retention") as url:
-        run(url, options.rows, options.writes)
+        run(url, options.rows, options.writes, options.pause_ratio)
 
 
 if __name__ == "__main__":

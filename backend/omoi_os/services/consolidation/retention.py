@@ -7,7 +7,9 @@ newest. Memories are never touched.
 
 Deleting runs in batches of `batch_size` rows, each its own short transaction, so a
 purge never holds locks for long, and several replicas purging at once share the
-rows (SKIP LOCKED on PostgreSQL). The scheduler's periodic pass (every 30 s) calls
+rows (SKIP LOCKED on PostgreSQL). After each batch it pauses `pause_ratio` times as
+long as the batch took, so that a long purge leaves the database to the memory writes
+going on beside it. The scheduler's periodic pass (every 30 s) calls
 `purge_if_due`, which purges at most once per `interval` (an hour) on each replica,
 and at most `batches_per_run` batches per table in one pass, so that a first purge of
 a long history never holds up the pass's other steps (the sweeper, the tick
@@ -19,7 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,8 +34,12 @@ from omoi_os.store import retention as retention_store
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 1_000
-BATCHES_PER_RUN = 100  # per table and periodic pass: ~100,000 rows, a few seconds
+BATCHES_PER_RUN = 50  # per table and periodic pass: 50,000 rows, a few seconds
 PURGE_INTERVAL = timedelta(hours=1)
+# After each full batch, a pause as long as the batch took: a purge of a long history
+# takes at most half of the database's time (and of its WAL, which replicas must
+# follow), whatever the history's size.
+PAUSE_RATIO = 1.0
 
 
 def check_retention_days(days: int) -> int:
@@ -73,6 +79,8 @@ class Retention:
         batch_size: int = BATCH_SIZE,
         batches_per_run: int = BATCHES_PER_RUN,
         interval: timedelta = PURGE_INTERVAL,
+        pause_ratio: float = PAUSE_RATIO,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._db = db
         self._settings = settings
@@ -81,6 +89,8 @@ class Retention:
         self.batch_size = batch_size
         self._batches_per_run = batches_per_run
         self._interval = interval
+        self._pause_ratio = pause_ratio
+        self._sleep = sleep
         self._next_run_at: datetime | None = None  # None: at the first pass
 
     def cutoff(self, older_than_days: int | None = None) -> datetime:
@@ -139,6 +149,7 @@ class Retention:
             resume_from = batch.resume_from
             if batch.deleted < self.batch_size:  # nothing left (or the rest is locked)
                 return
+            self._sleep(elapsed * self._pause_ratio)
         summary.complete = False
 
     @staticmethod

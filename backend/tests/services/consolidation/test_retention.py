@@ -37,8 +37,16 @@ OLD = T0 - 40 * DAY  # past the default retention of 30 days
 YOUNG = T0 - 10 * DAY
 
 
+class _Pauses(list[float]):
+    """Stands in for time.sleep: records the pauses between batches, waits for none."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
 def _retention(db: DatabaseService, clock: FakeClock, **options: Any) -> Retention:
     settings = AppSettings(database_url=db.url)
+    options = {"sleep": _Pauses()} | options
     return Retention(db, settings=settings, clock=clock, metrics=ConsolidationMetrics(), **options)
 
 
@@ -131,7 +139,8 @@ def test_purge_deletes_old_history_in_batches_and_keeps_the_rest(
         consolidation_score=0.75,
         tier=MemoryTier.WARM,
     )
-    retention = _retention(db, clock, batch_size=2)
+    pauses = _Pauses()
+    retention = _retention(db, clock, batch_size=2, sleep=pauses)
 
     assert retention.count_expired() == {
         "task_queue": 5,
@@ -148,6 +157,9 @@ def test_purge_deletes_old_history_in_batches_and_keeps_the_rest(
         "consolidation_ticks": 2,
     }
     assert (summary.before, summary.complete) == (T0 - 30 * DAY, True)
+    # A pause after each full batch (2 of tasks, 2 of jobs, 1 of ticks), none after the
+    # last batch of a table.
+    assert len(pauses) == 5 and all(pause > 0 for pause in pauses)
     tasks, jobs, ticks = _remaining(db)
     assert tasks == ["young-done", "queued", "claimed"]
     assert jobs == [busy_young, idle_latest, active_latest, pending, running_job, tied_second]
