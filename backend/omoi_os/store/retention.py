@@ -167,9 +167,8 @@ def _delete_on_postgres(
 ) -> Batch:
     """`= ANY(ARRAY(pick))`: the pick runs once and its rows are deleted through the
     primary key, where an IN subquery may be planned as a hash join over the whole table
-    (seen: a sequential scan of every task, live queue included, in each batch). One row
-    comes back, summed up in SQL: Python work per deleted row would hold the GIL that
-    the host's request threads wait for."""
+    (seen: a sequential scan of every task, live queue included, in each batch). The
+    batch is summed up in SQL: one row comes back, not one per deleted row."""
     picked = history.key == any_(func.array(pick.scalar_subquery()))
     gone = delete(history.table).where(picked).returning(history.age).cte("gone")
     deleted, newest = session.execute(select(func.count(), func.max(gone.c[0]))).one()
