@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bench import consolidation_worker, nightly, threshold_probe, tick_fanout
+from bench import consolidation_worker, nightly, retention, threshold_probe, tick_fanout
 
-BENCHMARKS = (threshold_probe, tick_fanout, consolidation_worker, nightly)
+BENCHMARKS = (threshold_probe, tick_fanout, consolidation_worker, nightly, retention)
 
 
 def main() -> None:

@@ -28,6 +28,8 @@ from omoi_os.services.consolidation.cancellation import Cancelled
 from omoi_os.services.database import DatabaseDirectoryError
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from omoi_os.runtime import ConsolidationRuntime
 
 app = typer.Typer(
@@ -207,6 +209,7 @@ def worker(
     _configure_logging(log_level)
     settings = load_settings()
     runtime = _open_runtime(settings)
+    metrics_server = _serve_worker_metrics(runtime, settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -214,7 +217,71 @@ def worker(
     typer.echo(f"worker {runtime.worker.worker_id} running; SIGTERM or Ctrl-C stops it", err=True)
     stop.wait()
     runtime.worker.stop()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     runtime.db.dispose()
+
+
+def _serve_worker_metrics(
+    runtime: ConsolidationRuntime, settings: AppSettings
+) -> WSGIServer | None:
+    """Serve the runtime's metrics over HTTP if OMOI_WORKER_METRICS_PORT is set, so that
+    the jobs this process finishes are counted somewhere a scraper can read. A port
+    that cannot be bound ends the command before any worker starts."""
+    from prometheus_client import start_http_server
+
+    host, port = settings.worker_metrics_host, settings.worker_metrics_port
+    if port is None:
+        return None
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=runtime.metrics.registry)
+    except OSError as exc:
+        runtime.db.dispose()
+        fail(f"cannot serve worker metrics on {host}:{port}: {exc.strerror or exc}")
+    typer.echo(f"worker metrics on http://{host}:{port}/metrics", err=True)
+    return server
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be deleted")
+    ] = False,
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(help="Delete history older than this many days (default: retention_days)"),
+    ] = None,
+) -> None:
+    """Delete old history now: done and dead queue tasks, finished jobs (each project
+    keeps its latest) and tick records (the newest is kept). Memories are never touched."""
+    from omoi_os.services.consolidation.retention import check_retention_days
+
+    if older_than_days is not None:
+        try:
+            check_retention_days(older_than_days)
+        except ValueError as exc:
+            fail(f"--older-than-days {older_than_days}: {exc}")
+    runtime = _open_runtime(load_settings())
+    try:
+        with database_errors_in_one_line():
+            _purge(runtime, older_than_days, dry_run=dry_run)
+    finally:
+        runtime.db.dispose()
+
+
+def _purge(runtime: ConsolidationRuntime, older_than_days: int | None, *, dry_run: bool) -> None:
+    retention = runtime.retention
+    before = _when(retention.cutoff(older_than_days))
+    if dry_run:
+        counts = retention.count_expired(older_than_days)
+        typer.echo(f"would delete (dry run; history finished before {before} UTC):")
+    else:
+        summary = retention.purge(older_than_days)
+        counts = summary.deleted
+        transactions = sum(summary.transactions.values())
+        typer.echo(f"deleted (history finished before {before} UTC, {transactions} transactions):")
+    for table, count in counts.items():
+        typer.echo(f"  {table:<20} {count:>10}")
 
 
 @app.command()

@@ -20,6 +20,9 @@ from omoi_os.schedule import CronSchedule, parse_timezone
 
 SUPPORTED_DATABASES = ("sqlite", "postgresql")
 MIN_TOKEN_LENGTH = 16
+# Retention keeps at least a day (a job must outlive its cooldown, at most a day) and
+# at most ten years.
+RETENTION_DAYS_RANGE = (1, 3650)
 
 
 def default_data_dir() -> Path:
@@ -114,6 +117,34 @@ class AppSettings(BaseSettings):
     worker_batch_size: int = Field(
         default=1000, ge=1, le=100_000, description="Memories per committed batch"
     )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="TCP port on which `omoi-os worker` serves its Prometheus metrics "
+        "(unset: not served)",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Interface `omoi-os worker` serves its metrics on (0.0.0.0: every one)",
+    )
+
+    retention_days: int = Field(
+        default=30,
+        ge=RETENTION_DAYS_RANGE[0],
+        le=RETENTION_DAYS_RANGE[1],
+        description="Days finished queue tasks, finished jobs and tick records are kept",
+    )
+
+    health_queue_wait_limit: int = Field(
+        default=300,
+        ge=1,
+        le=86_400,
+        description="Seconds the oldest claimable consolidation task may wait for a worker "
+        "before /healthz flags the queue as stalled (no worker running, or too few)",
+    )
+
     database_api_connections: int = Field(
         default=10,
         ge=1,

@@ -51,6 +51,13 @@ class ConsolidationMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.retention_deleted = Counter(
+            "omoi_retention_rows_deleted_total",
+            "History rows retention deleted, by table (task_queue, consolidation_jobs, "
+            "consolidation_ticks)",
+            ["table"],
+            registry=self.registry,
+        )
 
     def count_trigger(self, trigger_type: TriggerType, outcome: StrEnum, amount: int = 1) -> None:
         self.triggers.labels(trigger_type.value, outcome.value).inc(amount)

@@ -25,12 +25,14 @@ from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.services.consolidation.job_service import JobService
+from omoi_os.services.consolidation.retention import Retention
 from omoi_os.services.consolidation.schedule_service import ScheduleService
 from omoi_os.services.consolidation.sweeper import Sweeper
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.worker import ConsolidationWorker
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.gauges import DatabaseGauges
+from omoi_os.services.health import HealthCheck
 from omoi_os.services.memory import MemoryService
 from omoi_os.services.projects import ProjectService
 from omoi_os.services.task_queue import TaskQueueService
@@ -65,13 +67,15 @@ class ConsolidationRuntime:
         )
         settings, metrics = self.settings, self.metrics
         self.sweeper = Sweeper(self.db, self.queue, settings=settings, clock=clock, metrics=metrics)
+        self.retention = Retention(self.db, settings=settings, clock=clock, metrics=metrics)
         self.triggers = ConsolidationTriggerService(
             self.db,
             settings=settings,
             task_queue=self.queue,
             metrics=metrics,
             clock=clock,
-            periodic=[self.sweeper.sweep],
+            # Retention after the sweeper: a dead task goes only once its job has ended.
+            periodic=[self.sweeper.sweep, self.retention.purge_if_due],
         )
         self.worker = ConsolidationWorker(
             self.db, settings=settings, queue=self.queue, metrics=metrics, clock=clock
@@ -80,7 +84,8 @@ class ConsolidationRuntime:
         self.schedule = ScheduleService(self.db, clock=clock)
         self.memories = MemoryService(self.db, self.triggers, clock=clock)
         self.jobs = JobService(self.db, queue=self.queue, clock=clock)
-        self.metrics.watch(DatabaseGauges(self.db, self.queue))
+        self.health = HealthCheck(self.db, self.queue, settings=settings, clock=clock)
+        self.metrics.watch(DatabaseGauges(self.db, self.queue, clock=clock))
         self._lifecycle = threading.Lock()
 
     @property

@@ -19,7 +19,8 @@ from tests.support.servers import cli_env, free_port, run_cli
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["serve"], ["worker"], ["migrate"], ["trigger"], ["jobs"], ["schedule"]]
+    "command",
+    [[], ["serve"], ["worker"], ["migrate"], ["purge"], ["trigger"], ["jobs"], ["schedule"]],
 )
 def test_help_everywhere(command: list[str], tmp_path: Path) -> None:
     result = run_cli(*command, "--help", env=cli_env(tmp_path))

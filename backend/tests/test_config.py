@@ -21,6 +21,7 @@ def test_defaults_match_the_task_card(tmp_path: Path, monkeypatch: pytest.Monkey
     assert settings.consolidation_cooldown == 300
     assert settings.consolidation_misfire_grace == 3600
     assert settings.consolidation_debounce == 0
+    assert settings.retention_days == 30
     assert settings.api_tokens == {}
     # The embedded default: a SQLite file in the XDG data directory (set per test).
     assert settings.database_url == f"sqlite:///{tmp_path}/xdg-data/omoi-os/omoi_os.db"
@@ -99,6 +100,11 @@ def test_database_urls_are_normalised(url: str, expected: str) -> None:
         ("consolidation_misfire_grace", -5, "greater than or equal to 0"),
         ("consolidation_debounce", 3601, "less than or equal to 3600"),
         ("consolidation_spread", -1, "greater than or equal to 0"),
+        ("retention_days", 0, "greater than or equal to 1"),
+        ("retention_days", 3651, "less than or equal to 3650"),
+        ("health_queue_wait_limit", 0, "greater than or equal to 1"),
+        ("worker_metrics_port", 0, "greater than or equal to 1"),
+        ("worker_metrics_port", 65536, "less than or equal to 65535"),
         # conftest's schedule is daily (UTC): the spread must end before the next tick
         ("consolidation_spread", 86_400, "shorter than the shortest time between two ticks"),
         ("database_url", "mysql://u@h/db", "'mysql' databases are not supported"),

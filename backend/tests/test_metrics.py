@@ -8,6 +8,7 @@ import logging
 import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,31 @@ def test_database_gauges_count_real_rows(
     }
     depth = {"task_type": "consolidation", "state": "queued"}
     assert registry.get_sample_value("omoi_task_queue_depth", depth) == 2.0
+
+
+def test_oldest_claimable_wait_counts_only_tasks_a_worker_could_take_now(
+    db: DatabaseService, clock: FakeClock
+) -> None:
+    queue = TaskQueueService(clock=clock)
+    registry = _gauges_registry(DatabaseGauges(db, queue, clock=clock))
+    wait = "omoi_consolidation_oldest_claimable_seconds"
+    empty = registry.get_sample_value(wait)
+    with db.transaction() as session:
+        # Taken by a worker: no longer waiting, however old.
+        old = [("claimed", T0 - timedelta(hours=2))]
+        queue.enqueue(session=session, task_type=CONSOLIDATION_TASK, tasks=old)
+        assert queue.claim(session=session, task_types=[CONSOLIDATION_TASK], worker_id="w")
+        waiting = [("waiting", T0 - timedelta(seconds=90)), ("newer", T0 - timedelta(seconds=5))]
+        later = [("not yet claimable", T0 + timedelta(minutes=10))]
+        queue.enqueue(session=session, task_type=CONSOLIDATION_TASK, tasks=waiting + later)
+        other_type = [("other", T0 - timedelta(days=1))]
+        queue.enqueue(session=session, task_type="reindex", tasks=other_type)
+
+    first = registry.get_sample_value(wait)
+    clock.advance(timedelta(seconds=30))
+    later_on = registry.get_sample_value(wait)
+
+    assert (empty, first, later_on) == (0.0, 90.0, 120.0)
 
 
 @contextmanager

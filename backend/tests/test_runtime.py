@@ -122,8 +122,8 @@ def test_the_parts_share_one_task_queue_and_one_database(
     }
 
     class RecordingGauges(DatabaseGauges):
-        def __init__(self, db: DatabaseService, queue: TaskQueueService) -> None:
-            super().__init__(db, queue)
+        def __init__(self, db: DatabaseService, queue: TaskQueueService, **kwargs: Any) -> None:
+            super().__init__(db, queue, **kwargs)
             handed["gauges"].append((db, queue))
 
     class RecordingSweeper(Sweeper):

@@ -299,6 +299,18 @@ class HealthOut(BaseModel):
     status: str = Field(examples=["ok"])
     database: str = Field(examples=["ok"])
     scheduler: str = Field(examples=["running"])
+    queue: str = Field(
+        examples=["ok"],
+        description='"stalled" when the oldest claimable consolidation task has waited '
+        "longer than OMOI_HEALTH_QUEUE_WAIT_LIMIT: no worker is running, or too few; "
+        '"unknown" when the database did not answer. It never makes the answer 503: '
+        "workers may run elsewhere",
+    )
+    oldest_claimable_seconds: float | None = Field(
+        examples=[0.0],
+        description="Seconds the oldest claimable consolidation task has waited for a "
+        "worker (0 when none waits); null when the database did not answer",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -433,6 +433,23 @@ class TaskQueueService:
         )
         return {(task_type, state): count for task_type, state, count in session.execute(statement)}
 
+    @staticmethod
+    def oldest_claimable_at(*, session: Session, task_type: str, now: datetime) -> datetime | None:
+        """When the longest-waiting task of `task_type` that is claimable at `now` became
+        claimable (None if none is). The first entry of the claim index in its order, so
+        it costs the same however deep the queue is."""
+        statement = (
+            select(QueuedTask.available_at)
+            .where(
+                in_state(TaskState.QUEUED),
+                QueuedTask.task_type == task_type,
+                QueuedTask.available_at <= now,
+            )
+            .order_by(QueuedTask.available_at)
+            .limit(1)
+        )
+        return session.scalar(statement)
+
     def _update_held(
         self,
         session: Session,

@@ -124,7 +124,13 @@ def test_health_and_metrics_need_no_token(client: TestClient) -> None:
 
     assert (health.status_code, health.json()) == (
         200,
-        {"status": "ok", "database": "ok", "scheduler": "running"},
+        {
+            "status": "ok",
+            "database": "ok",
+            "scheduler": "running",
+            "queue": "ok",
+            "oldest_claimable_seconds": 0.0,
+        },
     )
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")

@@ -143,4 +143,10 @@ def test_health_never_waits_behind_sqlite_s_writer(
             holder.close()
 
     assert answer.status_code == 200
-    assert answer.json() == {"status": "ok", "database": "ok", "scheduler": "running"}
+    assert answer.json() == {
+        "status": "ok",
+        "database": "ok",
+        "scheduler": "running",
+        "queue": "ok",
+        "oldest_claimable_seconds": 0.0,
+    }

@@ -1,6 +1,5 @@
 """The schedule (with the API), and health and metrics (for probes and scrapers)."""
 
-import logging
 from typing import Any
 
 from fastapi import APIRouter, Response, status
@@ -18,8 +17,7 @@ from omoi_os.api.schemas import (
     TickOut,
     TickPage,
 )
-
-logger = logging.getLogger(__name__)
+from omoi_os.services.health import HealthReport
 
 router = APIRouter(tags=["system"], route_class=ConsolidationRoute)
 
@@ -92,23 +90,24 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 @get_and_head(ops_router, "/healthz", response_model=None, responses=HEALTH_RESPONSES)
 def health(runtime: Runtime) -> JSONResponse:
-    """200 when the database answers and the scheduler runs; 503 otherwise."""
-    try:
-        runtime.db.ping()
-        database = "ok"
-    except Exception as exc:  # any failure to answer is "unavailable" here
-        logger.warning(
-            "health check: database unavailable: %s",
-            exc.__class__.__name__,
-            extra={"action": "health_database_unavailable"},
-        )
-        database = "unavailable"
-    scheduler = "running" if runtime.triggers.running else "stopped"
-    healthy = database == "ok" and scheduler == "running"
+    """200 when the database answers and the scheduler runs; 503 otherwise. The queue's
+    wait is reported (and flagged past its limit) without changing the status."""
+    report = runtime.health.check(scheduler_running=runtime.triggers.running)
+    waited = report.oldest_claimable_seconds
     body = HealthOut(
-        status="ok" if healthy else "unavailable", database=database, scheduler=scheduler
+        status="ok" if report.healthy else "unavailable",
+        database="ok" if report.database_ok else "unavailable",
+        scheduler="running" if report.scheduler_running else "stopped",
+        queue=_queue_state(report),
+        oldest_claimable_seconds=None if waited is None else round(waited, 3),
     )
-    return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+    return JSONResponse(body.model_dump(), status_code=200 if report.healthy else 503)
+
+
+def _queue_state(report: HealthReport) -> str:
+    if report.oldest_claimable_seconds is None:
+        return "unknown"
+    return "stalled" if report.queue_stalled else "ok"
 
 
 @get_and_head(ops_router, "/metrics", response_class=Response)

@@ -11,7 +11,10 @@ from sqlalchemy import select
 from omoi_os.api import create_app
 from omoi_os.config import AppSettings
 from omoi_os.models import ConsolidationJob, SchedulePause
+from omoi_os.runtime import ConsolidationRuntime
+from omoi_os.store.jobs import CONSOLIDATION_TASK
 from tests.support.api import AUTH, BOB, create, create_project
+from tests.support.clocks import FakeClock
 from tests.support.factories import T0, Factories
 
 
@@ -60,7 +63,13 @@ def test_health_answers_ok_while_database_and_scheduler_run(client: TestClient) 
 
     assert (response.status_code, response.json()) == (
         200,
-        {"status": "ok", "database": "ok", "scheduler": "running"},
+        {
+            "status": "ok",
+            "database": "ok",
+            "scheduler": "running",
+            "queue": "ok",
+            "oldest_claimable_seconds": 0.0,
+        },
     )
 
 
@@ -71,7 +80,43 @@ def test_health_answers_503_when_the_scheduler_is_stopped(client: TestClient) ->
 
     assert (response.status_code, response.json()) == (
         503,
-        {"status": "unavailable", "database": "ok", "scheduler": "stopped"},
+        {
+            "status": "unavailable",
+            "database": "ok",
+            "scheduler": "stopped",
+            "queue": "ok",
+            "oldest_claimable_seconds": 0.0,
+        },
+    )
+
+
+def test_health_flags_a_queue_no_worker_takes_and_still_answers_200(
+    settings: AppSettings, clock: FakeClock
+) -> None:
+    """An API replica without workers stays healthy (a liveness probe must not restart
+    it for workers that are elsewhere), but says that no worker takes the queue."""
+    limited = settings.model_copy(update={"health_queue_wait_limit": 300})
+    runtime = ConsolidationRuntime(limited, clock=clock)
+    with runtime.db.transaction() as session:
+        runtime.queue.enqueue(
+            session=session,
+            task_type=CONSOLIDATION_TASK,
+            tasks=[("waiting", T0 - timedelta(seconds=300)), ("later", T0 + timedelta(hours=1))],
+        )
+
+    with TestClient(create_app(runtime=runtime)) as client:
+        at_the_limit = client.get("/healthz")
+        clock.advance(timedelta(seconds=1))
+        past_it = client.get("/healthz")
+
+    expected = {"status": "ok", "database": "ok", "scheduler": "running"}
+    assert (at_the_limit.status_code, at_the_limit.json()) == (
+        200,
+        expected | {"queue": "ok", "oldest_claimable_seconds": 300.0},
+    )
+    assert (past_it.status_code, past_it.json()) == (
+        200,
+        expected | {"queue": "stalled", "oldest_claimable_seconds": 301.0},
     )
 
 
