@@ -206,6 +206,9 @@ def test_openapi_schema_is_valid_and_documents_errors(client: TestClient) -> Non
         ("PUT", "/api/v1/consolidation/schedule/pause"): {"200", "400"} | BODY_ERRORS,
         ("DELETE", "/api/v1/consolidation/schedule/pause"): {"204", "401", "413", "503"},
         ("GET", "/api/v1/consolidation/ticks"): {"200"} | API_ERRORS,
+        ("POST", "/api/v1/consolidation-jobs/{job_id}/cancel"): {"200", "202", "400", "404", "409"}
+        | BODY_ERRORS,
+        ("POST", "/api/v1/consolidation-jobs/{job_id}/retry"): {"202", "404", "409"} | API_ERRORS,
         ("GET", "/healthz"): {"200", "503"},
         ("GET", "/metrics"): {"200"},
     }

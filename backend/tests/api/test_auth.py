@@ -28,6 +28,7 @@ VALID_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/projects/{project_id}/consolidation-jobs"): {"scope": {"dry_run": True}},
     ("PUT", "/api/v1/projects/{project_id}/pause"): {"reason": "x"},
     ("PUT", "/api/v1/consolidation/schedule/pause"): {"reason": "x"},
+    ("POST", "/api/v1/consolidation-jobs/{job_id}/cancel"): {"reason": "x"},
 }
 
 
@@ -60,6 +61,8 @@ def test_the_api_has_the_operations_this_module_covers(client: TestClient) -> No
             ("PUT", "/api/v1/consolidation/schedule/pause"),
             ("DELETE", "/api/v1/consolidation/schedule/pause"),
             ("GET", "/api/v1/consolidation/ticks"),
+            ("POST", "/api/v1/consolidation-jobs/{job_id}/cancel"),
+            ("POST", "/api/v1/consolidation-jobs/{job_id}/retry"),
         ]
     )
 
@@ -93,7 +96,7 @@ def test_every_route_answers_401_without_a_valid_token(
             method, url, headers=headers, **({} if body is None else {"json": body})
         )
 
-    assert len(operations) == 15
+    assert len(operations) == 17
     assert {op: answer.status_code for op, answer in answers.items()} == dict.fromkeys(
         operations, 401
     )

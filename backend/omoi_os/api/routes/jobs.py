@@ -18,12 +18,18 @@ router = APIRouter(tags=["consolidation jobs"], route_class=ConsolidationRoute)
 JobId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A consolidation job's id")]
 StatusFilter = Annotated[JobStatus | None, Query(alias="status")]
 
+# OpenAPI links: what a client (and a stateful test) can do next with a job it got.
+_NEXT_WITH_THE_JOB = {
+    name: {"operationId": operation, "parameters": {"job_id": "$response.body#/id"}}
+    for name, operation in (("cancel", "cancel_job"), ("retry", "retry_job"))
+}
+
 
 @router.post(
     "/projects/{project_id}/consolidation-jobs",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
-    responses=error_responses(400, 415, 404, 409),
+    responses={202: {"links": _NEXT_WITH_THE_JOB}, **error_responses(400, 415, 404, 409)},
 )
 def trigger_consolidation(
     project_id: uuid.UUID, principal: Principal, runtime: Runtime, body: JobCreate | None = None
@@ -92,6 +98,7 @@ def _job_page(page: Jobs) -> JobPage:
 
 @router.post(
     "/consolidation-jobs/{job_id}/cancel",
+    operation_id="cancel_job",
     response_model=JobOut,
     responses={
         202: {"description": "Running: it stops at the end of its batch", "model": JobOut},
@@ -118,6 +125,7 @@ def cancel_job(
 
 @router.post(
     "/consolidation-jobs/{job_id}/retry",
+    operation_id="retry_job",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobOut,
     responses=error_responses(404, 409),
