@@ -12,7 +12,7 @@ from typer.testing import CliRunner, Result
 
 from omoi_os.cli import app
 from omoi_os.config import AppSettings
-from omoi_os.models import Project, SchedulePause, TriggerType
+from omoi_os.models import ConsolidationJob, JobStatus, Project, SchedulePause, TriggerType
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.database import DatabaseService
 from tests.support.factories import T0, Factories
@@ -134,3 +134,32 @@ def test_help_of_the_operator_s_verbs() -> None:
 
         assert result.exit_code == 0, result.output
         assert "Usage: " in result.output
+
+
+def test_cancel_then_retry_from_the_command_line(omoi_os: CliRunner, factories: Factories) -> None:
+    project = factories.project(name="checkout").id
+    pending = factories.job(project).id
+
+    cancelled = _run(omoi_os, "cancel", str(pending), "--reason", "wrong scope")
+    again = omoi_os.invoke(app, ["cancel", str(pending)])
+    refused = omoi_os.invoke(app, ["retry", str(pending)])
+    failed = factories.job(project, status=JobStatus.FAILED).id
+    retried = _run(omoi_os, "retry", str(failed))
+
+    assert cancelled.stdout == f"cancelled consolidation job {pending}\n"
+    assert (again.exit_code, again.stderr) == (
+        2,
+        f"omoi-os: error: consolidation job {pending} is cancelled; only a pending or "
+        "running job can be cancelled\n",
+    )
+    assert (refused.exit_code, "only a failed or timed-out job" in refused.stderr) == (2, True)
+    with factories.db.read() as session:
+        jobs = {job.id: job for job in session.scalars(select(ConsolidationJob))}
+    assert (jobs[pending].status, jobs[pending].cancel_reason) == (
+        JobStatus.CANCELLED,
+        "wrong scope",
+    )
+    assert jobs[pending].cancelled_by is not None and jobs[pending].cancelled_by.startswith("cli:")
+    (retry,) = [job for job in jobs.values() if job.retry_of_id == failed]
+    assert retried.stdout == f"created consolidation job {retry.id}, retrying job {failed}\n"
+    assert retry.status is JobStatus.PENDING
