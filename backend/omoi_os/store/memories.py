@@ -101,6 +101,7 @@ STANDING_COLUMNS: tuple[Any, ...] = (
     TaskMemory.is_consolidated,
     TaskMemory.tier,
     TaskMemory.tier_expires_at,
+    TaskMemory.consolidation_job_id,
 )
 
 
@@ -163,6 +164,27 @@ def next_batch(
     if learned_before is not None:
         parameters["learned_before"] = learned_before
     return Bound(statement, parameters)
+
+
+def in_scope(
+    *,
+    memory_type: MemoryType,
+    learned_at: datetime,
+    is_consolidated: bool,
+    consolidation_job_id: int | None,
+    job_id: int,
+    unconsolidated_only: bool,
+    memory_types: Sequence[MemoryType] | None,
+    learned_before: datetime | None,
+) -> bool:
+    """next_batch's conditions, on a memory already read (the runner's scan of a small
+    project is its batches' source): the two agree (tests/store/test_memories.py)."""
+    return (
+        consolidation_job_id != job_id
+        and not (unconsolidated_only and is_consolidated)
+        and (not memory_types or memory_type in memory_types)
+        and (learned_before is None or learned_at <= learned_before)
+    )
 
 
 def learned_before(now: datetime, min_age_days: int | None) -> datetime | None:

@@ -265,6 +265,42 @@ def test_next_batch_filters_learned_before_inclusively(backlog: _Backlog) -> Non
     ) == [b.m3, b.m4]
 
 
+@pytest.mark.parametrize("unconsolidated_only", [True, False])
+@pytest.mark.parametrize("memory_types", [None, [MemoryType.LEARNING, MemoryType.DECISION]])
+@pytest.mark.parametrize("learned_before", [None, T0 - timedelta(days=2)])
+def test_in_scope_agrees_with_next_batch(
+    backlog: _Backlog,
+    unconsolidated_only: bool,
+    memory_types: list[MemoryType] | None,
+    learned_before: datetime | None,
+) -> None:
+    """The runner picks a small project's memories in scope from its scan, in Python
+    (in_scope), and a large project's with next_batch: the same memories either way."""
+    b = backlog
+    scope = {
+        "unconsolidated_only": unconsolidated_only,
+        "memory_types": memory_types,
+        "learned_before": learned_before,
+    }
+    statement, parameters = memory_store.project_scoring_rows(b.project)
+    with b.db.read() as session:
+        scanned = session.execute(statement, parameters).all()
+    picked = [
+        row.id
+        for row in scanned
+        if memory_store.in_scope(
+            memory_type=row.memory_type,
+            learned_at=row.learned_at,
+            is_consolidated=row.is_consolidated,
+            consolidation_job_id=row.consolidation_job_id,
+            job_id=b.current_job,
+            **scope,
+        )
+    ]
+
+    assert sorted(picked) == b.batch(**scope)
+
+
 def test_learned_before() -> None:
     assert memory_store.learned_before(T0, None) is None
     assert memory_store.learned_before(T0, 0) == T0

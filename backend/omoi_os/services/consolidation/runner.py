@@ -5,6 +5,10 @@ together, so a run cut short (crash, timeout, stop) resumes after the last commi
 batch and counts nothing twice. Memories this job already marked are skipped on a
 resume (`consolidation_job_id` is this job), whatever the scope.
 
+A small project (up to _STREAM_ROWS memories) is read once, by the scan that ranks
+its scores; that read also gives the memories in the job's scope, so its batches read
+nothing more. A larger project's scan is streamed, and its batches are read as they go.
+
 Tiers stay true as memories age: the scan that ranks the project's scores also finds
 the consolidated memories whose tier is no longer what their age and standing give,
 or whose tier expired (tier_expires_at, see scoring), and the run writes those after
@@ -176,7 +180,7 @@ class ConsolidationRunner:
             return RunEnd.CANCELLED, progress
         earlier = progress.duration_seconds
         beat = heartbeat or Heartbeat(lambda: None, interval=float("inf"))
-        cutoffs, standing = self._scan(job.project_id, now, beat)
+        cutoffs, standing, preread = self._scan(job, now, beat)
         refreshes = standing.refreshed(cutoffs, now).chunks(self._batch_size)
         batch = _Batch(job, progress, cutoffs, now, (earlier, started), in_batch)
 
@@ -189,28 +193,71 @@ class ConsolidationRunner:
                 return RunEnd.TIMED_OUT
             return None if keep_going() else RunEnd.STOPPED
 
-        after_id: int | None = 0
-        while after_id is not None:
-            if end := cut_short():
-                break
-            after_id = self._batch(batch, after_id, None if refreshes else finish)
-        else:
-            for position, marks in enumerate(refreshes, start=1):
-                if end := cut_short():
-                    break
-                self._refresh(batch, marks, finish if position == len(refreshes) else None)
-            else:
-                end = RunEnd.COMPLETED
+        last_of_the_new = None if refreshes else finish
+        if preread is None:  # a large project: each batch is read as it goes
+            end = self._read_batches(batch, cut_short, last_of_the_new)
+        else:  # a small one: its scan read every memory in scope already
+            chunks = preread.marks(cutoffs, now).chunks(self._batch_size)
+            end = self._write_batches(
+                batch, chunks or [memory_store.Marks()], cut_short, last_of_the_new
+            )
+        if end is None:
+            end = self._refresh_batches(batch, refreshes, cut_short, finish)
         progress.duration_seconds = earlier + self._timer() - started
         return end, progress
 
+    def _read_batches(
+        self, batch: _Batch, cut_short: Callable[[], RunEnd | None], finish: Finish | None
+    ) -> RunEnd | None:
+        """A large project's memories in scope, read a batch at a time; None when all
+        were done."""
+        after_id: int | None = 0
+        while after_id is not None:
+            if end := cut_short():
+                return end
+            after_id = self._batch(batch, after_id, finish)
+        return None
+
+    def _write_batches(
+        self,
+        batch: _Batch,
+        chunks: Sequence[memory_store.Marks],
+        cut_short: Callable[[], RunEnd | None],
+        finish: Finish | None,
+    ) -> RunEnd | None:
+        """A small project's memories in scope, scored by its scan, written a batch at a
+        time; None when all were done."""
+        for position, marks in enumerate(chunks, start=1):
+            if end := cut_short():
+                return end
+            write = memory_store.MemoryWrite(marks, job_id=batch.job.id, now=batch.now)
+            last = finish if position == len(chunks) else None
+            with self._db.transaction() as session:
+                self._write(session, batch, write, marks.tiers, last)
+        return None
+
+    def _refresh_batches(
+        self,
+        batch: _Batch,
+        chunks: Sequence[memory_store.Marks],
+        cut_short: Callable[[], RunEnd | None],
+        finish: Finish | None,
+    ) -> RunEnd:
+        for position, marks in enumerate(chunks, start=1):
+            if end := cut_short():
+                return end
+            self._refresh(batch, marks, finish if position == len(chunks) else None)
+        return RunEnd.COMPLETED
+
     def _scan(
-        self, project_id: uuid.UUID, now: datetime, beat: Heartbeat
-    ) -> tuple[TierCutoffs, _Standing]:
+        self, job: JobToRun, now: datetime, beat: Heartbeat
+    ) -> tuple[TierCutoffs, _Standing, _Standing | None]:
         """The project's top-10% and top-30% scores, over all its memories, and its
         consolidated memories as re-tiering needs them; streamed, so that only those
-        numbers stay in memory."""
-        statement, parameters = memory_store.project_scoring_rows(project_id)
+        numbers stay in memory. A small project (read in one go) also gives its
+        memories in the job's scope, scored: its batches need no read of their own
+        (None for a large one, whose batches are read as they go)."""
+        statement, parameters = memory_store.project_scoring_rows(job.project_id)
         scores = array("d")
         standing = _Standing()
         next_beat = self._timer() + beat.interval
@@ -220,8 +267,11 @@ class ConsolidationRunner:
         with self._db.single_statement(read_only=True) as connection:
             at_most = {"read_at_once": _STREAM_ROWS + 1}
             rows: Any = connection.execute(_first_rows(statement), parameters | at_most).all()
+        in_scope = _scope_test(job, now)
+        preread: _Standing | None = _Standing()
         with ExitStack() as streaming:
             if len(rows) > _STREAM_ROWS:
+                preread = None
                 session = streaming.enter_context(self._db.read())
                 streamed = {"yield_per": _STREAM_ROWS}
                 rows = session.connection().execute(
@@ -232,7 +282,7 @@ class ConsolidationRunner:
                     beat()
                     next_beat = self._timer() + beat.interval
                 (memory_id, memory_type, reused_count, learned_at, success) = row[:5]
-                is_consolidated, tier, tier_expires_at = row[5:]
+                is_consolidated, tier, tier_expires_at, consolidated_by = row[5:]
                 score = value_score(
                     memory_type=memory_type,
                     reused_count=reused_count,
@@ -240,12 +290,16 @@ class ConsolidationRunner:
                     success=success,
                 )
                 scores.append(score)
-                if is_consolidated:
+                if preread is not None and in_scope(
+                    memory_type, learned_at, is_consolidated, consolidated_by
+                ):
+                    preread.add(memory_id, score, learned_at, None, expired=False)
+                elif is_consolidated:
                     expired = tier_expires_at is not None and tier_expires_at <= now
                     standing.add(memory_id, score, learned_at, tier, expired=expired)
         if self._timer() >= next_beat:  # a beat due at the end: give it now
             beat()
-        return TierCutoffs.from_scores(scores), standing
+        return TierCutoffs.from_scores(scores), standing, preread
 
     def _batch(self, batch: _Batch, after_id: int, finish: Finish | None) -> int | None:
         """Score, tier and (unless dry) mark the next batch, and save the totals, in one
@@ -317,6 +371,26 @@ class ConsolidationRunner:
         )
 
 
+def _scope_test(job: JobToRun, now: datetime) -> Callable[[Any, datetime, bool, Any], bool]:
+    """Whether a scanned memory is in the job's scope (memory_store.in_scope)."""
+    scope = job.scope
+    before = memory_store.learned_before(now, scope.min_age_days)
+
+    def test(memory_type: Any, learned_at: datetime, is_consolidated: bool, job_id: Any) -> bool:
+        return memory_store.in_scope(
+            memory_type=memory_type,
+            learned_at=learned_at,
+            is_consolidated=is_consolidated,
+            consolidation_job_id=job_id,
+            job_id=job.id,
+            unconsolidated_only=scope.unconsolidated_only,
+            memory_types=scope.memory_types,
+            learned_before=before,
+        )
+
+    return test
+
+
 @cache
 def _first_rows(statement: Select[Any]) -> Select[Any]:
     """A project's scoring read, stopped after `read_at_once` rows (one more than the
@@ -338,8 +412,9 @@ class _Batch:
 
 
 class _Standing:
-    """The project's consolidated memories as its scan found them, in compact arrays:
-    enough to tell which ones need a new tier."""
+    """Memories as the project's scan found and scored them, in compact arrays: its
+    consolidated ones, enough to tell which need a new tier; or a small project's
+    memories in a job's scope, to be tiered and marked."""
 
     def __init__(self) -> None:
         self._ids = array("q")
@@ -366,12 +441,18 @@ class _Standing:
     def refreshed(self, cutoffs: TierCutoffs, now: datetime) -> memory_store.Marks:
         """The memories whose tier differs from what age and standing give now, or
         whose tier expired: their new score, tier and expiry."""
+        return self.marks(cutoffs, now, changed_only=True)
+
+    def marks(
+        self, cutoffs: TierCutoffs, now: datetime, *, changed_only: bool = False
+    ) -> memory_store.Marks:
+        """Every memory's (or, `changed_only`, as refreshed) score, tier and expiry."""
         marks = memory_store.Marks()
         for i, memory_id in enumerate(self._ids):
             learned_at = _EPOCH + self._learned_us[i] * _MICROSECOND
             score = self._scores[i]
             tier = tier_for(age_in_days(learned_at, now), score, cutoffs)
-            if self._expired[i] or _TIER_CODES.index(tier) != self._tiers[i]:
+            if not changed_only or self._expired[i] or _TIER_CODES.index(tier) != self._tiers[i]:
                 marks.add(memory_id, score, tier, tier_expiry(learned_at, now))
         return marks
 

@@ -467,7 +467,7 @@ def test_a_worker_that_lost_its_lease_rolls_back_its_batch_and_stops(
     assert (refused.task_id, refused.worker) == (str(job_id), stale.worker_id)
 
 
-def test_a_worker_overtaken_after_its_last_batch_does_not_end_the_job(
+def test_a_worker_overtaken_before_its_last_batch_does_not_end_the_job(
     db: DatabaseService, factories: Factories, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     project = factories.project()
@@ -476,15 +476,16 @@ def test_a_worker_overtaken_after_its_last_batch_does_not_end_the_job(
     job_id = ConsolidationTriggerService(
         db, settings=settings, clock=clock
     ).trigger_consolidation_sync(project.id)
-    # Two batches, then the check before the (empty) third: taken over right there.
-    stale = _OvertakenWorker(db, settings=settings, clock=clock, overtaken_at=3)
+    # One batch, then the check before the last one (which also ends the job, with no
+    # lease renewal of its own): taken over right there. Its completion is fenced.
+    stale = _OvertakenWorker(db, settings=settings, clock=clock, overtaken_at=2)
 
     assert stale.run_once() is True
 
-    assert _unconsolidated(db) == 0
+    assert _unconsolidated(db) == 5  # the last batch rolled back
     job = stored_job(db, job_id)
     assert (job.status, job.finished_at) == (JobStatus.RUNNING, None)  # left to the holder
-    assert (job.result or {})["memories_processed"] == 10
+    assert (job.result or {})["memories_processed"] == 5
     (task,) = factories.queue_rows()
     assert (task.state, task.claimed_by) == (TaskState.CLAIMED, "the-other-worker")
     assert one(caplog, "task_not_held").worker == stale.worker_id
