@@ -3,7 +3,6 @@ pause and resume. Deactivating a project cancels its active job."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from enum import Enum
@@ -15,14 +14,12 @@ from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
-from omoi_os.services.consolidation.cancellation import Cancelled, cancel_job
+from omoi_os.services.consolidation.cancellation import Cancellation, cancel_job
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.paging import Page
 from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
 from omoi_os.store import projects as project_store
-
-logger = logging.getLogger(__name__)
 
 DEACTIVATED = "project deactivated"
 
@@ -116,30 +113,28 @@ class ProjectService:
                 raise ProjectNotFound(project_id)
             if name is not None:
                 project.name = name
+            cancelled = None
             if is_active is False and project.is_active:
-                self._cancel_active_job(session, project_id, by)
+                cancelled = self._cancel_active_job(session, project_id, by)
             if is_active is not None:
                 project.is_active = is_active
             if consolidation_threshold is not KEEP:
                 project.consolidation_threshold = consolidation_threshold
             if consolidation_cooldown is not KEEP:
                 project.consolidation_cooldown = consolidation_cooldown
+        if cancelled is not None:
+            cancelled.log()
         return project
 
-    def _cancel_active_job(self, session: Session, project_id: uuid.UUID, by: str) -> None:
+    def _cancel_active_job(
+        self, session: Session, project_id: uuid.UUID, by: str
+    ) -> Cancellation | None:
         job_id = job_store.active_job_id(session, project_id)
-        if job_id is not None:
-            how = cancel_job(
-                session, self._queue, job_id, now=self._clock(), by=by, reason=DEACTIVATED
-            )
-            logger.info(
-                "project %s deactivated by %s: its job %d %s",
-                project_id,
-                by,
-                job_id,
-                "cancelled" if how is Cancelled.AT_ONCE else "stops after its batch",
-                extra={"action": "job_cancelled", "job_id": job_id, "by": by, "how": how.value},
-            )
+        if job_id is None:
+            return None
+        return cancel_job(
+            session, self._queue, job_id, now=self._clock(), by=by, reason=DEACTIVATED
+        )
 
     def effective(self, project: Project) -> EffectiveSettings:
         """The threshold and cooldown the triggers apply to `project` (the same COALESCE

@@ -6,6 +6,8 @@ job does the rest). A job whose last batch is already under way completes.
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -16,10 +18,37 @@ from omoi_os.models import JobStatus
 from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
 
+logger = logging.getLogger(__name__)
+
 
 class Cancelled(StrEnum):
     AT_ONCE = "at_once"  # it was pending: cancelled now
     STOPPING = "stopping"  # it is running: it stops at the end of its batch
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What cancel_job did, to be logged once its transaction committed."""
+
+    job_id: int
+    how: Cancelled
+    by: str
+    reason: str
+
+    def log(self) -> None:
+        logger.info(
+            "job %d: %s by %s (%s)",
+            self.job_id,
+            "cancelled" if self.how is Cancelled.AT_ONCE else "asked to stop after its batch",
+            self.by,
+            self.reason,
+            extra={
+                "action": "job_cancelled",
+                "job_id": self.job_id,
+                "by": self.by,
+                "how": self.how.value,
+            },
+        )
 
 
 def cancel_job(
@@ -30,9 +59,16 @@ def cancel_job(
     now: datetime,
     by: str,
     reason: str,
+) -> Cancellation:
+    """Cancel job `job_id` in the caller's transaction (log the answer after it
+    commits). Raises JobNotFound, or JobNotCancellable when it has finished; asking
+    again while it stops is no error."""
+    return Cancellation(job_id, _cancel(session, queue, job_id, now, by, reason), by, reason)
+
+
+def _cancel(
+    session: Session, queue: TaskQueueService, job_id: int, now: datetime, by: str, reason: str
 ) -> Cancelled:
-    """Cancel job `job_id` in the caller's transaction. Raises JobNotFound, or
-    JobNotCancellable when it has finished; asking again while it stops is no error."""
     job = job_store.get_job(session, job_id)
     if job.status is JobStatus.PENDING:
         # The queue row first (invariant 7, docs/invariants.md), then the job.

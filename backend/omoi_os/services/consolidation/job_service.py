@@ -3,7 +3,6 @@ line show and do (retrying is a trigger: ConsolidationTriggerService.retry)."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from omoi_os.clock import Clock, utc_now
@@ -15,8 +14,6 @@ from omoi_os.services.paging import Page
 from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
 from omoi_os.store import projects as project_store
-
-logger = logging.getLogger(__name__)
 
 # One page of jobs, newest first.
 JobPage = Page[ConsolidationJob]
@@ -54,15 +51,8 @@ class JobService:
                 reason=reason or "cancelled",
             )
             job = job_store.get_job(session, job_id)
-        logger.info(
-            "job %d: %s by %s (%s)",
-            job_id,
-            "cancelled" if cancelled is Cancelled.AT_ONCE else "asked to stop",
-            by,
-            reason or "no reason given",
-            extra={"action": "job_cancelled", "job_id": job_id, "by": by, "how": cancelled.value},
-        )
-        return job, cancelled
+        cancelled.log()
+        return job, cancelled.how
 
     def list(
         self,

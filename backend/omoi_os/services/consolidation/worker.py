@@ -380,39 +380,22 @@ class ConsolidationWorker:
         docs/invariants.md: no deadlock). Nothing is written unless this worker still
         holds the task and the job is still running: a worker that stalled past its
         lease must not overwrite another's work. Returns whether it was written."""
+        now = self._clock()
+        consolidated = progress.memories_consolidated if progress else 0
         try:
             with self._db.transaction() as session:
-                self._settle_in(
-                    session, job, progress, status, settle_task, result=result, error=error
-                )
-        except (JobVanished, LeaseLost) as exc:
+                if not settle_task(session):
+                    raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
+                if not job_store.finish_job(
+                    session, job.id, status=status, now=now, result=result, error=error
+                ):
+                    raise JobVanished(f"job {job.id} is no longer running")
+                if starts_cooldown(status, consolidated):
+                    project_store.start_cooldown(session, [job.project_id], at=now)
+        except (JobVanished, LeaseLost) as exc:  # rolled back: nothing written
             logger.warning("job %d: not settled as %s: %s", job.id, status, exc)
             return False
         return True
-
-    def _settle_in(
-        self,
-        session: Session,
-        job: JobToRun,
-        progress: Progress | None,
-        status: JobStatus,
-        settle_task: Callable[[Session], bool],
-        *,
-        result: dict[str, Any] | None = None,
-        error: str | None = None,
-    ) -> None:
-        """_settle's writes, in the caller's transaction; raises (so that it rolls
-        back) unless this worker still holds the task and the job is still running."""
-        now = self._clock()
-        consolidated = progress.memories_consolidated if progress else 0
-        if not settle_task(session):
-            raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
-        if not job_store.finish_job(
-            session, job.id, status=status, now=now, result=result, error=error
-        ):
-            raise JobVanished(f"job {job.id} is no longer running")
-        if starts_cooldown(status, consolidated):
-            project_store.start_cooldown(session, [job.project_id], at=now)
 
     def _complete_in(
         self,
@@ -424,7 +407,7 @@ class ConsolidationWorker:
     ) -> None:
         """Complete the job and its task in the transaction of its last batch, with that
         batch's memories; raises (so that the batch rolls back) unless this worker still
-        holds the task and the job is still running, as _settle_in does."""
+        holds the task and the job is still running, as _settle requires."""
         completion = job_tasks.complete(
             session,
             self.queue,
