@@ -24,13 +24,15 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
 from bench.common import machine, peak_rss_mb, scratch_database, sql, verdict
 from omoi_os.config import AppSettings
+from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import ConsolidationJob, MemoryType, TaskMemory
+from omoi_os.runtime import ConsolidationRuntime
 from omoi_os.services.consolidation.scoring import (
     TierCutoffs,
     age_in_days,
@@ -41,6 +43,7 @@ from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerS
 from omoi_os.services.consolidation.worker import ConsolidationWorker
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService, NewMemory
+from omoi_os.services.task_queue import TaskQueueService
 
 MEMORIES = 100_000
 LATENCY_TRIALS = 25
@@ -72,7 +75,7 @@ def _ours(url: str, project: uuid.UUID) -> float:
     db = DatabaseService(url)
     settings = AppSettings(database_url=url)
     job_id = ConsolidationTriggerService(db, settings=settings).trigger_consolidation_sync(project)
-    worker = ConsolidationWorker(db, settings=settings)
+    worker = ConsolidationRuntime(settings, engine=db.engine).worker
     started = time.perf_counter()
     worker.run_once()
     seconds = time.perf_counter() - started
@@ -142,7 +145,12 @@ def _latencies(url: str, *, listen: bool) -> list[float]:
         worker_poll_interval=1.0,
     )
     memories = MemoryService(db, ConsolidationTriggerService(db, settings=settings))
-    worker = (ConsolidationWorker if listen else PollingWorker)(db, settings=settings)
+    worker = (ConsolidationWorker if listen else PollingWorker)(
+        db,
+        settings=settings,
+        queue=TaskQueueService(lease=timedelta(seconds=settings.worker_lease_seconds)),
+        metrics=ConsolidationMetrics(),
+    )
     worker.start()
     assert worker.wait_listening(5)
     note = NewMemory(memory_type=MemoryType.LEARNING, execution_summary="lesson")

@@ -58,6 +58,7 @@ from bench.common import machine, median_ms, peak_rss_mb, scratch_database, sql,
 from omoi_os import testing
 from omoi_os.config import AppSettings
 from omoi_os.models import MemoryType
+from omoi_os.runtime import ConsolidationRuntime
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.worker import ConsolidationWorker
 from omoi_os.services.database import DatabaseService
@@ -100,7 +101,7 @@ def _run_tick(db: DatabaseService, settings: AppSettings) -> int:
 def _worker(db: DatabaseService, settings: AppSettings) -> ConsolidationWorker:
     """The project's worker: start()/stop() run `worker_concurrency` threads;
     run_once() claims and runs one job, False when nothing was claimable."""
-    return ConsolidationWorker(db, settings=settings)
+    return ConsolidationRuntime(settings, engine=db.engine).worker
 
 
 def _rolled_back_claim(db: DatabaseService) -> Callable[[], int]:

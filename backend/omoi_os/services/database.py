@@ -12,7 +12,7 @@ the service then uses the host's pool and never disposes of it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from omoi_os.config import AppSettings, get_app_settings, normalise_database_url
+from omoi_os.engines import DatabaseEngine, engine_for
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
@@ -48,7 +49,9 @@ class DatabaseService:
             self.engine, self._owns_engine = engine, True
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # The same pool, its connections lent in autocommit mode (single_statement).
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # What this database does its own way (omoi_os.engines).
+        self.backend: DatabaseEngine = engine_for(self.engine)
 
     @classmethod
     def from_engine(cls, engine: Engine) -> DatabaseService:
@@ -68,7 +71,7 @@ class DatabaseService:
     @property
     def dialect(self) -> str:
         """ "sqlite" or "postgresql"."""
-        return self.engine.dialect.name
+        return self.backend.name
 
     def get_session(self) -> Session:
         """A new session; the caller closes it (or uses it as a context manager)."""
@@ -88,22 +91,12 @@ class DatabaseService:
             session.connection(execution_options={"sqlite_begin": "DEFERRED"})
             yield session
 
-    @contextmanager
-    def single_statement(self, *, read_only: bool = False) -> Iterator[Connection]:
+    def single_statement(self, *, read_only: bool = False) -> AbstractContextManager[Connection]:
         """A connection for work that is one statement (a read, or a write whose parts
-        are one statement's CTEs). On PostgreSQL it autocommits: the statement is its
-        own transaction, with no BEGIN and COMMIT round trips around it. On SQLite it
-        is an ordinary transaction (in process: its BEGIN costs no round trip), which
-        a `read_only` one begins DEFERRED, as `read` does."""
-        if self.dialect == "postgresql":
-            with self._autocommit.connect() as connection:
-                yield connection
-            return
-        with self.engine.connect() as connection:
-            if read_only:
-                connection.execution_options(sqlite_begin="DEFERRED")
-            with connection.begin():
-                yield connection
+        are one statement's CTEs): on PostgreSQL it autocommits, with no BEGIN and
+        COMMIT round trips around it; on SQLite it is an ordinary transaction, which a
+        `read_only` one begins DEFERRED, as `read` does."""
+        return self.backend.single_statement(self, read_only=read_only)
 
     def ping(self) -> None:
         """Raise unless the database answers a trivial query (never waits for SQLite's

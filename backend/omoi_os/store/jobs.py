@@ -132,7 +132,7 @@ def insert_jobs(session: Session, rows: Select[Any]) -> list[NewJob]:
     skips the rows the winner wrote."""
     ordered = rows.order_by(rows.selected_columns[0])
     statement = (
-        insert_ignoring_conflicts(session, ConsolidationJob)
+        insert_ignoring_conflicts(ConsolidationJob)
         .from_select(list(_JOB_COLUMNS), ordered)
         .returning(_jobs.c.id, _jobs.c.project_id)
     )
@@ -168,9 +168,7 @@ def count_projects_with_active_job(session: Session) -> int:
 def insert_jobs_counting(session: Session, rows: Select[Any]) -> int:
     """insert_jobs without returning the jobs: how many the database admitted."""
     ordered = rows.order_by(rows.selected_columns[0])
-    statement = insert_ignoring_conflicts(session, ConsolidationJob).from_select(
-        list(_JOB_COLUMNS), ordered
-    )
+    statement = insert_ignoring_conflicts(ConsolidationJob).from_select(list(_JOB_COLUMNS), ordered)
     return execute_counting(session, statement)
 
 
@@ -278,13 +276,13 @@ def start_statement(job_id: ColumnElement[Any]) -> Update:
     )
 
 
-_START = start_statement(bindparam("job_id"))
+START = start_statement(bindparam("job_id"))
 
 
 def start_job(session: Session, job_id: int, *, now: datetime) -> StartedJob | None:
     """pending (or running, when a dead worker's task was reclaimed) → running.
     None if the job ended meanwhile (cancelled, timed out …): it must not run."""
-    row = session.connection().execute(_START, {"job_id": job_id, "now": now}).one_or_none()
+    row = session.connection().execute(START, {"job_id": job_id, "now": now}).one_or_none()
     return None if row is None else StartedJob(*row)
 
 
@@ -468,7 +466,7 @@ def record_tick(
     is either run or recorded as passed over, never both and never neither."""
     paused = select(SchedulePause.id).exists()
     statement = (
-        insert_ignoring_conflicts(session, ConsolidationTick)
+        insert_ignoring_conflicts(ConsolidationTick)
         .values(
             scheduled_for=tick,
             fired_at=now,

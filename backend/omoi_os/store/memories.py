@@ -11,23 +11,27 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
-    CTE,
+    TIMESTAMP,
     BigInteger,
     ColumnElement,
     CompoundSelect,
+    Float,
     ScalarSelect,
     Select,
+    String,
     bindparam,
-    column,
+    cast,
     false,
     func,
     insert,
     select,
-    text,
+    true,
     union,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from omoi_os.models import MemoryTier, MemoryType, TaskMemory
 from omoi_os.models.base import UTCDateTime, cast_table
@@ -222,45 +226,42 @@ class Marks:
         ]
 
 
-_TIER_COLUMNS = "consolidation_score = v.score, tier = v.tier, tier_expires_at = v.expires_at"
-_CONSOLIDATED_COLUMNS = (
-    "is_consolidated = true, consolidated_at = :now, consolidation_job_id = :job_id"
-)
-_UNNEST_MARKS = (
-    "FROM unnest(CAST(:ids AS bigint[]), CAST(:scores AS double precision[]), "
-    "CAST(:tiers AS varchar[]), CAST(:expiries AS timestamptz[])) "
-    "AS v(id, score, tier, expires_at) WHERE m.id = v.id"
-)
+def _retier_values(score: Any, tier: Any, expires_at: Any) -> dict[str, Any]:
+    return {"consolidation_score": score, "tier": tier, "tier_expires_at": expires_at}
 
 
-def _write_all_sql(*, consolidate: bool, only_if: str = "") -> str:
-    """PostgreSQL: one statement per batch, the batch passed as arrays; `only_if`, a
-    further condition (a statement that embeds this one gates it so)."""
-    columns = f"{_TIER_COLUMNS}, {_CONSOLIDATED_COLUMNS}" if consolidate else _TIER_COLUMNS
-    return f"UPDATE task_memories AS m SET {columns} {_UNNEST_MARKS} {only_if}".rstrip()
-
-
-_NOW = bindparam("now", type_=UTCDateTime())
-_WRITE_ALL_POSTGRES = {
-    True: text(_write_all_sql(consolidate=True)).bindparams(_NOW),
-    False: text(_write_all_sql(consolidate=False)),
+_CONSOLIDATED_VALUES = {
+    "is_consolidated": true(),
+    "consolidated_at": bindparam("now", type_=UTCDateTime()),
+    "consolidation_job_id": bindparam("job_id", type_=BigInteger()),
 }
 
-# Elsewhere (SQLite, in process): one statement executed for each memory.
-_RETIER = (
-    update(_memories)
-    .where(_memories.c.id == bindparam("memory_id"))
-    .values(
-        consolidation_score=bindparam("score"),
-        tier=bindparam("tier"),
-        tier_expires_at=bindparam("expires_at"),
+
+@cache
+def write_as_arrays(*, consolidates: bool) -> Update:
+    """A whole batch in one UPDATE, passed column by column as arrays
+    (MemoryWrite.parameters()): PostgreSQL's `unnest`."""
+    batch = (
+        func.unnest(
+            cast(bindparam("ids"), postgresql.ARRAY(BigInteger)),
+            cast(bindparam("scores"), postgresql.ARRAY(Float)),
+            cast(bindparam("tiers"), postgresql.ARRAY(String)),
+            cast(bindparam("expiries"), postgresql.ARRAY(TIMESTAMP(timezone=True))),
+        )
+        .table_valued("id", "score", "tier", "expires_at")
+        .render_derived(name="v")
     )
-)
-_MARK = _RETIER.values(
-    is_consolidated=True,
-    consolidated_at=bindparam("now"),
-    consolidation_job_id=bindparam("job_id"),
-)
+    values = _retier_values(batch.c.score, batch.c.tier, batch.c.expires_at)
+    values |= _CONSOLIDATED_VALUES if consolidates else {}
+    return update(_memories).where(_memories.c.id == batch.c.id).values(**values)
+
+
+@cache
+def write_each(*, consolidates: bool) -> Update:
+    """One memory of a batch, executed once per memory (MemoryWrite.rows())."""
+    values = _retier_values(bindparam("score"), bindparam("tier"), bindparam("expires_at"))
+    values |= _CONSOLIDATED_VALUES if consolidates else {}
+    return update(_memories).where(_memories.c.id == bindparam("memory_id")).values(**values)
 
 
 @dataclass(frozen=True)
@@ -277,51 +278,25 @@ class MemoryWrite:
     def consolidates(self) -> bool:
         return self.job_id is not None
 
+    def _common(self) -> dict[str, Any]:
+        return {"now": self.now, "job_id": self.job_id} if self.consolidates else {}
+
     def parameters(self) -> dict[str, Any]:
-        """The PostgreSQL statement's parameters: the batch column by column."""
+        """write_as_arrays' parameters: the batch column by column."""
         columns = {
             "ids": self.marks.ids,
             "scores": self.marks.scores,
             "tiers": [tier.value for tier in self.marks.tiers],
             "expiries": self.marks.expiries,
         }
-        return columns | ({"now": self.now, "job_id": self.job_id} if self.consolidates else {})
+        return columns | self._common()
 
-
-def mark_consolidated(session: Session, marks: Marks, *, now: datetime, job_id: int) -> None:
-    """Store a batch's scores and tiers and mark its memories consolidated by `job_id`."""
-    write(session, MemoryWrite(marks, job_id=job_id, now=now))
-
-
-def retier(session: Session, marks: Marks) -> None:
-    """Store consolidated memories' new scores, tiers and tier expiries."""
-    write(session, MemoryWrite(marks))
-
-
-def write(session: Session, batch: MemoryWrite) -> None:
-    """Store a batch's scores and tiers (and, if it consolidates, mark its memories)."""
-    connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        connection.execute(_WRITE_ALL_POSTGRES[batch.consolidates], batch.parameters())
-        return
-    marks = batch.marks
-    common = {"now": batch.now, "job_id": batch.job_id} if batch.consolidates else {}
-    connection.execute(
-        _MARK if batch.consolidates else _RETIER,
-        [
+    def rows(self) -> list[dict[str, Any]]:
+        """write_each's parameters: one set per memory."""
+        marks, common = self.marks, self._common()
+        return [
             {"memory_id": i, "score": score, "tier": tier, "expires_at": expiry} | common
             for i, score, tier, expiry in zip(
                 marks.ids, marks.scores, marks.tiers, marks.expiries, strict=True
             )
-        ],
-    )
-
-
-def write_cte(*, consolidates: bool, only_if: str, name: str) -> CTE:
-    """PostgreSQL: a batch's write as a CTE of a larger statement, which runs it only
-    if `only_if` (SQL over that statement's other CTEs) holds. Its parameters are
-    MemoryWrite.parameters()."""
-    statement = text(f"{_write_all_sql(consolidate=consolidates, only_if=only_if)} RETURNING m.id")
-    if consolidates:
-        statement = statement.bindparams(_NOW)
-    return statement.columns(column("id", BigInteger)).cte(name)
+        ]

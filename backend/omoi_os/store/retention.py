@@ -26,16 +26,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     Column,
     ColumnElement,
-    Select,
     Table,
     and_,
-    any_,
-    delete,
     exists,
     func,
     literal_column,
@@ -44,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from omoi_os.engines import engine_for
 from omoi_os.models import ConsolidationJob, ConsolidationTick, JobStatus, QueuedTask, TaskState
 from omoi_os.models.base import cast_table
 from omoi_os.models.task_queue import in_state
@@ -104,7 +101,7 @@ def _superseded_ticks(before: datetime) -> Conditions:
 
 
 @dataclass(frozen=True)
-class _History:
+class History:
     """One table's history: what a batch picks rows by, the age it reads them in
     (oldest first, through the retention index), and which rows are expired."""
 
@@ -115,9 +112,9 @@ class _History:
 
 
 _HISTORY = {
-    TASKS: _History(_tasks, _tasks.c.id, _tasks.c.finished_at, _finished_tasks),
-    JOBS: _History(_jobs, _jobs.c.id, _jobs.c.finished_at, _superseded_jobs),
-    TICKS: _History(_ticks, _ticks.c.scheduled_for, _ticks.c.scheduled_for, _superseded_ticks),
+    TASKS: History(_tasks, _tasks.c.id, _tasks.c.finished_at, _finished_tasks),
+    JOBS: History(_jobs, _jobs.c.id, _jobs.c.finished_at, _superseded_jobs),
+    TICKS: History(_ticks, _ticks.c.scheduled_for, _ticks.c.scheduled_for, _superseded_ticks),
 }
 
 
@@ -146,33 +143,9 @@ def delete_batch(
     conditions = history.expired(before)
     if resume_from is not None:
         conditions.append(history.age >= resume_from)
-    pick = (
-        select(history.key)
-        .where(*conditions)
-        .order_by(history.age)
-        .limit(limit)
-        .with_for_update(of=history.table, skip_locked=True)  # left out on SQLite
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        return _delete_on_postgres(session, history, pick, resume_from)
-    statement = (
-        delete(history.table).where(history.key.in_(pick.scalar_subquery())).returning(history.age)
-    )
-    ages = list(session.scalars(statement))
-    return Batch(len(ages), max(ages, default=resume_from))
-
-
-def _delete_on_postgres(
-    session: Session, history: _History, pick: Select[Any], resume_from: datetime | None
-) -> Batch:
-    """`= ANY(ARRAY(pick))`: the pick runs once and its rows are deleted through the
-    primary key, where an IN subquery may be planned as a hash join over the whole table
-    (seen: a sequential scan of every task, live queue included, in each batch). The
-    batch is summed up in SQL: one row comes back, not one per deleted row."""
-    picked = history.key == any_(func.array(pick.scalar_subquery()))
-    gone = delete(history.table).where(picked).returning(history.age).cte("gone")
-    deleted, newest = session.execute(select(func.count(), func.max(gone.c[0]))).one()
-    return Batch(deleted, newest or resume_from)
+    engine = engine_for(session)
+    pick = select(history.key).where(*conditions).order_by(history.age).limit(limit)
+    return engine.delete_picked(session, history, engine.lock_for_purge(pick, history), resume_from)
 
 
 def count_expired(session: Session, table: str, *, before: datetime) -> int:

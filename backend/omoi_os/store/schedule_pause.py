@@ -15,7 +15,7 @@ _SINGLE_ROW = 1
 
 def insert_pause(session: Session, *, at: datetime, by: str, reason: str | None) -> None:
     """Pause the schedule, unless it is paused already (that pause is kept)."""
-    statement = insert_ignoring_conflicts(session, SchedulePause).values(
+    statement = insert_ignoring_conflicts(SchedulePause).values(
         id=_SINGLE_ROW, paused_at=at, paused_by=by, reason=reason
     )
     session.execute(statement)

@@ -55,7 +55,7 @@ def _mark(db: DatabaseService, ids: list[int], job_id: int, now: datetime = T0) 
         marks = memory_store.Marks(
             ids, [0.5] * len(ids), [MemoryTier.WARM] * len(ids), [None] * len(ids)
         )
-        memory_store.mark_consolidated(session, marks, now=now, job_id=job_id)
+        db.backend.write_memories(session, memory_store.MemoryWrite(marks, job_id=job_id, now=now))
 
 
 # --- insert_memory -----------------------------------------------------------------------
@@ -324,7 +324,9 @@ def test_mark_consolidated_writes_exactly_the_given_memories(
         marks = memory_store.Marks(
             [ids[2], ids[0]], [0.125, 0.875], [MemoryTier.COLD, MemoryTier.HOT], [None, expiry]
         )
-        memory_store.mark_consolidated(session, marks, now=marked_at, job_id=job.id)
+        db.backend.write_memories(
+            session, memory_store.MemoryWrite(marks, job_id=job.id, now=marked_at)
+        )
 
     after = _memory_rows(db)
     consolidated = {"is_consolidated": True, "consolidated_at": marked_at}
@@ -354,7 +356,9 @@ def test_mark_consolidated_again_by_a_later_job(db: DatabaseService, factories: 
 
     with db.transaction() as session:
         marks = memory_store.Marks([memory], [0.25], [MemoryTier.COLD], [None])
-        memory_store.mark_consolidated(session, marks, now=T0 + timedelta(days=1), job_id=later)
+        db.backend.write_memories(
+            session, memory_store.MemoryWrite(marks, job_id=later, now=T0 + timedelta(days=1))
+        )
 
     row = _memory_rows(db)[memory]
     assert (
@@ -380,7 +384,7 @@ def test_retier_writes_score_tier_and_expiry_of_exactly_the_given_memories(
         marks = memory_store.Marks(
             [ids[0], ids[2]], [0.75, 0.125], [MemoryTier.HOT, MemoryTier.COLD], [expiry, None]
         )
-        memory_store.retier(session, marks)
+        db.backend.write_memories(session, memory_store.MemoryWrite(marks))
 
     after = _memory_rows(db)
     assert after[ids[0]] == before[ids[0]] | {
@@ -402,7 +406,7 @@ def test_projects_with_work_are_those_with_new_memories_or_expired_tiers(
         memory = _insert(db, project, MemoryType.LEARNING, T0 - timedelta(days=5))
         with db.transaction() as session:
             marks = memory_store.Marks([memory], [0.5], [MemoryTier.HOT], [expires])
-            memory_store.mark_consolidated(session, marks, now=T0, job_id=job)
+            db.backend.write_memories(session, memory_store.MemoryWrite(marks, job_id=job, now=T0))
 
     with db.read() as session:
         found = set(session.scalars(memory_store.projects_with_work(T0)))

@@ -18,7 +18,6 @@ its new memories, in batches too. It writes what changed, nothing else.
 from __future__ import annotations
 
 import time
-import uuid
 from array import array
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -26,14 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Row, Select, bindparam
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.models import MemoryTier
-from omoi_os.services.consolidation.scope import ConsolidationScope
 from omoi_os.services.consolidation.scoring import (
     TierCutoffs,
     age_in_days,
@@ -42,6 +40,9 @@ from omoi_os.services.consolidation.scoring import (
     value_score,
 )
 from omoi_os.services.database import DatabaseService
+
+if TYPE_CHECKING:
+    from omoi_os.services.consolidation.job_queue import ClaimedJob
 from omoi_os.store import jobs as job_store
 from omoi_os.store import memories as memory_store
 from omoi_os.store.sql import Bound
@@ -53,15 +54,17 @@ _TIER_CODES = list(MemoryTier)
 _BEAT_EVERY_ROWS = 1_000  # how often a long scan looks at the timer
 
 
-@dataclass(frozen=True)
-class Heartbeat:
-    """A sign of life to give every `interval` seconds while a long step runs."""
+class Lease(Protocol):
+    """The worker's hold on the job's task, which the runner keeps alive."""
 
-    beat: Callable[[], None]
-    interval: float
+    beat_interval: float  # seconds between beats while a long step outside a batch runs
 
-    def __call__(self) -> None:
-        self.beat()
+    def hold(self, session: Session) -> None:
+        """Renew the lease inside a batch's transaction, before its first write, and
+        hold it to the commit; raises (rolling the batch back) if the task was lost."""
+
+    def beat(self) -> None:
+        """Renew the lease on its own (a long read outside any batch)."""
 
 
 class RunEnd(StrEnum):
@@ -119,18 +122,14 @@ class Progress:
         }
 
 
-# Ends the job in the transaction of its last batch, writing that batch's memories
-# (None: nothing to write) with the job's end.
-Finish = Callable[[Session, Progress, memory_store.MemoryWrite | None], None]
-
-
 @dataclass(frozen=True)
-class JobToRun:
-    id: int
-    project_id: uuid.UUID
-    scope: ConsolidationScope
-    previous_result: dict[str, Any] | None
-    cancel_requested: bool = False  # asked to stop before this run (a cancel, a deactivation)
+class RunResult:
+    """What a run did: how it ended, its totals, and, when it completed, its last
+    batch's write, left for the job's end to commit with it (None: nothing to write)."""
+
+    end: RunEnd
+    progress: Progress
+    last_batch: memory_store.MemoryWrite | None = None
 
 
 class ConsolidationRunner:
@@ -150,39 +149,23 @@ class ConsolidationRunner:
         self._timer = timer  # seconds, for deadlines and durations
 
     def run(
-        self,
-        job: JobToRun,
-        *,
-        deadline: float,
-        keep_going: Callable[[], bool],
-        in_batch: Callable[[Session], None],
-        heartbeat: Heartbeat | None = None,
-        finish: Finish | None = None,
-    ) -> tuple[RunEnd, Progress]:
+        self, job: ClaimedJob, *, deadline: float, stopping: Callable[[], bool], lease: Lease
+    ) -> RunResult:
         """Batches until the scope is done, `deadline` (on the timer) passes, or
-        `keep_going()` says stop. `in_batch` runs inside each batch's transaction before
-        its first write (the worker renews its lease there, and holds it to the commit;
-        raising rolls the batch back). `heartbeat` is called every `interval` seconds, on
-        the timer, while a long step outside a batch runs (reading a large project's
-        scores), and at its end if one is due, so that step never outlasts the worker's
-        lease (a short read costs no extra transaction: the first batch writes under a
-        renewed lease, or completes the task, anyway).
-
-        `finish`, if given, runs inside the transaction of the batch that completes the
-        run, instead of `in_batch`, the batch's own writes and saving the totals: it is
-        handed that batch's memories and writes them with the job's end and its task's
-        (one statement on PostgreSQL; it must fence them as `in_batch` does, and raising
-        rolls the batch back)."""
+        `stopping()` says so. Each batch renews the `lease` in its own transaction
+        before its first write; a long read outside any batch (a large project's
+        scores) beats it every `lease.beat_interval` seconds, and at its end if a beat
+        is due, so that it never outlasts the lease. The last batch is not written
+        here: it is returned, for the job's end to write in the same commit."""
         started = self._timer()
         now = self._clock()  # one instant for the whole run: ages and cutoffs agree
         progress = Progress.resume(job.previous_result, dry_run=job.scope.dry_run)
         if job.cancel_requested:  # asked to stop before this run began: nothing to do
-            return RunEnd.CANCELLED, progress
+            return RunResult(RunEnd.CANCELLED, progress)
         earlier = progress.duration_seconds
-        beat = heartbeat or Heartbeat(lambda: None, interval=float("inf"))
-        cutoffs, standing, preread = self._scan(job, now, beat)
+        cutoffs, standing, preread = self._scan(job, now, lease)
         refreshes = standing.refreshed(cutoffs, now).chunks(self._batch_size)
-        batch = _Batch(job, progress, cutoffs, now, (earlier, started), in_batch)
+        batch = _Batch(job, progress, cutoffs, now, (earlier, started), lease)
 
         def cut_short() -> RunEnd | None:
             """Asked between batches: a cancel (learnt from the last batch's save), the
@@ -191,23 +174,21 @@ class ConsolidationRunner:
                 return RunEnd.CANCELLED
             if self._timer() >= deadline:
                 return RunEnd.TIMED_OUT
-            return None if keep_going() else RunEnd.STOPPED
+            return RunEnd.STOPPED if stopping() else None
 
-        last_of_the_new = None if refreshes else finish
+        ends_here = not refreshes  # the new memories' last batch is the run's last
         if preread is None:  # a large project: each batch is read as it goes
-            end = self._read_batches(batch, cut_short, last_of_the_new)
+            end = self._read_batches(batch, cut_short, ends_here)
         else:  # a small one: its scan read every memory in scope already
             chunks = preread.marks(cutoffs, now).chunks(self._batch_size)
-            end = self._write_batches(
-                batch, chunks or [memory_store.Marks()], cut_short, last_of_the_new
-            )
+            end = self._write_batches(batch, chunks or [memory_store.Marks()], cut_short, ends_here)
         if end is None:
-            end = self._refresh_batches(batch, refreshes, cut_short, finish)
+            end = self._refresh_batches(batch, refreshes, cut_short)
         progress.duration_seconds = earlier + self._timer() - started
-        return end, progress
+        return RunResult(end, progress, batch.last_batch)
 
     def _read_batches(
-        self, batch: _Batch, cut_short: Callable[[], RunEnd | None], finish: Finish | None
+        self, batch: _Batch, cut_short: Callable[[], RunEnd | None], ends_here: bool
     ) -> RunEnd | None:
         """A large project's memories in scope, read a batch at a time; None when all
         were done."""
@@ -215,7 +196,7 @@ class ConsolidationRunner:
         while after_id is not None:
             if end := cut_short():
                 return end
-            after_id = self._batch(batch, after_id, finish)
+            after_id = self._batch(batch, after_id, ends_here)
         return None
 
     def _write_batches(
@@ -223,7 +204,7 @@ class ConsolidationRunner:
         batch: _Batch,
         chunks: Sequence[memory_store.Marks],
         cut_short: Callable[[], RunEnd | None],
-        finish: Finish | None,
+        ends_here: bool,
     ) -> RunEnd | None:
         """A small project's memories in scope, scored by its scan, written a batch at a
         time; None when all were done."""
@@ -231,9 +212,11 @@ class ConsolidationRunner:
             if end := cut_short():
                 return end
             write = memory_store.MemoryWrite(marks, job_id=batch.job.id, now=batch.now)
-            last = finish if position == len(chunks) else None
-            with self._db.transaction() as session:
-                self._write(session, batch, write, marks.tiers, last)
+            if ends_here and position == len(chunks):
+                self._leave_last(batch, write, marks.tiers)
+            else:
+                with self._db.transaction() as session:
+                    self._write(session, batch, write, marks.tiers)
         return None
 
     def _refresh_batches(
@@ -241,16 +224,23 @@ class ConsolidationRunner:
         batch: _Batch,
         chunks: Sequence[memory_store.Marks],
         cut_short: Callable[[], RunEnd | None],
-        finish: Finish | None,
     ) -> RunEnd:
+        """The consolidated memories whose tier changed, a batch at a time (a dry run
+        only counts them); the last is left for the job's end."""
         for position, marks in enumerate(chunks, start=1):
             if end := cut_short():
                 return end
-            self._refresh(batch, marks, finish if position == len(chunks) else None)
+            batch.progress.tiers_refreshed += len(marks)
+            write = memory_store.MemoryWrite(marks)
+            if position == len(chunks):
+                self._leave_last(batch, write, ())
+            else:
+                with self._db.transaction() as session:
+                    self._write(session, batch, write, ())
         return RunEnd.COMPLETED
 
     def _scan(
-        self, job: JobToRun, now: datetime, beat: Heartbeat
+        self, job: ClaimedJob, now: datetime, lease: Lease
     ) -> tuple[TierCutoffs, _Standing, _Standing | None]:
         """The project's top-10% and top-30% scores, over all its memories, and its
         consolidated memories as re-tiering needs them; streamed, so that only those
@@ -260,7 +250,7 @@ class ConsolidationRunner:
         statement, parameters = memory_store.project_scoring_rows(job.project_id)
         scores = array("d")
         standing = _Standing()
-        next_beat = self._timer() + beat.interval
+        next_beat = self._timer() + lease.beat_interval
         # Most projects are small: one plain read, a statement of its own (a
         # server-side cursor costs three more round trips, a transaction two). Only a
         # project with more rows is read again, streamed, in a read transaction.
@@ -279,8 +269,8 @@ class ConsolidationRunner:
                 )
             for position, row in enumerate(rows):
                 if position % _BEAT_EVERY_ROWS == 0 and self._timer() >= next_beat:
-                    beat()
-                    next_beat = self._timer() + beat.interval
+                    lease.beat()
+                    next_beat = self._timer() + lease.beat_interval
                 (memory_id, memory_type, reused_count, learned_at, success) = row[:5]
                 is_consolidated, tier, tier_expires_at, consolidated_by = row[5:]
                 score = value_score(
@@ -298,27 +288,25 @@ class ConsolidationRunner:
                     expired = tier_expires_at is not None and tier_expires_at <= now
                     standing.add(memory_id, score, learned_at, tier, expired=expired)
         if self._timer() >= next_beat:  # a beat due at the end: give it now
-            beat()
+            lease.beat()
         return TierCutoffs.from_scores(scores), standing, preread
 
-    def _batch(self, batch: _Batch, after_id: int, finish: Finish | None) -> int | None:
-        """Score, tier and (unless dry) mark the next batch, and save the totals, in one
-        transaction. Returns the batch's last memory id, or None when it was the last
-        (fewer memories than a batch: the next would be empty, so it is not read)."""
+    def _batch(self, batch: _Batch, after_id: int, ends_here: bool) -> int | None:
+        """Read, score and tier the next batch and (unless dry) mark it, saving the
+        totals, in one transaction. Returns the batch's last memory id, or None when it
+        was the last (fewer memories than a batch: the next would be empty, so it is
+        not read)."""
         job = batch.job
         with self._db.transaction() as session:
             rows = session.connection().execute(*self._next_batch(job, batch.now, after_id)).all()
             marks = _score_batch(rows, batch.cutoffs, batch.now)
             write = memory_store.MemoryWrite(marks, job_id=job.id, now=batch.now)
             last = len(rows) < self._batch_size
-            self._write(session, batch, write, marks.tiers, finish if last else None)
+            if last and ends_here:
+                self._leave_last(batch, write, marks.tiers)
+            else:
+                self._write(session, batch, write, marks.tiers)
         return None if last else int(rows[-1].id)
-
-    def _refresh(self, batch: _Batch, marks: memory_store.Marks, finish: Finish | None) -> None:
-        """Write one batch of refreshed tiers (a dry run only counts them)."""
-        with self._db.transaction() as session:
-            batch.progress.tiers_refreshed += len(marks)
-            self._write(session, batch, memory_store.MemoryWrite(marks), (), finish)
 
     def _write(
         self,
@@ -326,25 +314,26 @@ class ConsolidationRunner:
         batch: _Batch,
         write: memory_store.MemoryWrite,
         new_tiers: Sequence[MemoryTier],
-        finish: Finish | None,
     ) -> None:
-        """One batch's writes (none in a dry run) and the job's totals. The last batch
-        hands its memories to `finish`, which writes them with the job's end. Any
-        other renews the lease first: its queue row, locked to the commit, is the first
-        lock of the batch (invariant 7; the read before takes none), and no one can
-        reclaim the task mid-batch."""
-        progress = batch.progress
-        memories = None if batch.job.scope.dry_run or not write.marks else write
-        progress.add(new_tiers)
-        if finish is not None:
-            self._stamp(batch)
-            finish(session, progress, memories)
-            return
-        batch.in_batch(session)
-        if memories is not None:
-            memory_store.write(session, memories)
+        """One batch's writes (none in a dry run) and the job's totals, under a renewed
+        lease: its queue row, locked to the commit, is the first lock of the batch
+        (invariant 7; the read before takes none), and no one can reclaim the task
+        mid-batch."""
+        batch.progress.add(new_tiers)
+        batch.lease.hold(session)
+        if not batch.job.scope.dry_run and write.marks:
+            self._db.backend.write_memories(session, write)
         if write.marks:
             self._save(session, batch)
+
+    def _leave_last(
+        self, batch: _Batch, write: memory_store.MemoryWrite, new_tiers: Sequence[MemoryTier]
+    ) -> None:
+        """The run's last batch: counted, and left for the job's end to write."""
+        batch.progress.add(new_tiers)
+        self._stamp(batch)
+        if not batch.job.scope.dry_run and write.marks:
+            batch.last_batch = write
 
     def _stamp(self, batch: _Batch) -> None:
         earlier, started = batch.clock_base
@@ -358,7 +347,7 @@ class ConsolidationRunner:
         if saved is job_store.Saved.CANCEL_REQUESTED:
             batch.cancel_requested = True
 
-    def _next_batch(self, job: JobToRun, now: datetime, after_id: int) -> Bound:
+    def _next_batch(self, job: ClaimedJob, now: datetime, after_id: int) -> Bound:
         scope = job.scope
         return memory_store.next_batch(
             project_id=job.project_id,
@@ -371,7 +360,7 @@ class ConsolidationRunner:
         )
 
 
-def _scope_test(job: JobToRun, now: datetime) -> Callable[[Any, datetime, bool, Any], bool]:
+def _scope_test(job: ClaimedJob, now: datetime) -> Callable[[Any, datetime, bool, Any], bool]:
     """Whether a scanned memory is in the job's scope (memory_store.in_scope)."""
     scope = job.scope
     before = memory_store.learned_before(now, scope.min_age_days)
@@ -402,13 +391,14 @@ def _first_rows(statement: Select[Any]) -> Select[Any]:
 class _Batch:
     """What every batch of one run shares."""
 
-    job: JobToRun
+    job: ClaimedJob
     progress: Progress
     cutoffs: TierCutoffs
     now: datetime
     clock_base: tuple[float, float]  # (seconds spent in earlier runs, timer at start)
-    in_batch: Callable[[Session], None]
+    lease: Lease
     cancel_requested: bool = False  # a batch's save found the job asked to stop
+    last_batch: memory_store.MemoryWrite | None = None  # left for the job's end
 
 
 class _Standing:

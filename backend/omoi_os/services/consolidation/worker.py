@@ -21,42 +21,36 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
+from omoi_os.engines.listener import QueueListener
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import JobStatus
-from omoi_os.services.consolidation import job_tasks
-from omoi_os.services.consolidation.decisions import starts_cooldown
+from omoi_os.services.consolidation.job_queue import (
+    ClaimedJob,
+    EndedUnrun,
+    Ending,
+    EndWritten,
+    JobQueue,
+    TaskEnd,
+)
 from omoi_os.services.consolidation.runner import (
     ConsolidationRunner,
-    Heartbeat,
-    JobToRun,
     JobVanished,
-    Progress,
     RunEnd,
+    RunResult,
 )
-from omoi_os.services.consolidation.scope import ConsolidationScope
 from omoi_os.services.database import DatabaseService
-from omoi_os.services.task_queue import (
-    ClaimedTask,
-    FailOutcome,
-    QueueListener,
-    TaskQueueService,
-)
+from omoi_os.services.task_queue import ClaimedTask, TaskQueueService
 from omoi_os.services.threads import Wakeup
-from omoi_os.store import jobs as job_store
-from omoi_os.store import projects as project_store
-from omoi_os.store.memories import MemoryWrite
 
 logger = logging.getLogger(__name__)
 
-TASK_TYPES = (job_store.CONSOLIDATION_TASK,)
 RECLAIM_INTERVAL_S = 5.0
 # A long step outside a batch renews the lease this many times per lease period.
 HEARTBEATS_PER_LEASE = 3
@@ -75,17 +69,17 @@ class ConsolidationWorker:
         db: DatabaseService,
         *,
         settings: AppSettings,
-        queue: TaskQueueService | None = None,
-        metrics: ConsolidationMetrics | None = None,
+        queue: TaskQueueService,
+        metrics: ConsolidationMetrics,
         clock: Clock = utc_now,
         timer: Callable[[], float] = time.monotonic,
         worker_id: str | None = None,
     ) -> None:
-        self._db = db
+        self.db = db
         self.settings = settings
-        self._lease = timedelta(seconds=settings.worker_lease_seconds)
-        self.queue = queue or TaskQueueService(clock=clock, lease=self._lease)
-        self._metrics = metrics or ConsolidationMetrics()
+        self.queue = queue
+        self._jobs = JobQueue(db, queue, clock=clock)
+        self._metrics = metrics
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._runner = ConsolidationRunner(
             db, batch_size=settings.worker_batch_size, clock=clock, timer=timer
@@ -99,6 +93,11 @@ class ConsolidationWorker:
         self._last_reclaim = 0.0
 
     # --- lifecycle ------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True from stop() on, until the worker is started again."""
+        return self._stopping.is_set()
 
     @property
     def running(self) -> bool:
@@ -141,10 +140,8 @@ class ConsolidationWorker:
         logger.info("consolidation worker %s stopped", self.worker_id)
 
     def _make_listener(self) -> QueueListener | None:
-        """On PostgreSQL, a NOTIFY listener that wakes idle threads at once."""
-        if self._db.dialect != "postgresql":
-            return None
-        return QueueListener(self._db.url, self._wake.notify)
+        """Where the database can, a listener that wakes idle threads at once."""
+        return self.db.backend.listener(self.db.url, self._wake.notify)
 
     def wait_listening(self, timeout: float = 5.0) -> bool:
         """On PostgreSQL, wait until NOTIFY wake-ups are in place (True on SQLite)."""
@@ -171,8 +168,7 @@ class ConsolidationWorker:
         """Poll interval, or less if a queued task becomes claimable sooner (debounce)."""
         wait = self.settings.worker_poll_interval
         try:
-            with self._db.read() as session:
-                next_at = self.queue.next_available_at(session=session, task_types=TASK_TYPES)
+            next_at = self._jobs.next_claimable_at()
         except Exception:  # the database is down: just poll
             return wait
         if next_at is not None:
@@ -182,255 +178,179 @@ class ConsolidationWorker:
     def _reclaim_now_and_then(self) -> None:
         if time.monotonic() - self._last_reclaim >= RECLAIM_INTERVAL_S:
             self._last_reclaim = time.monotonic()
-            with self._db.transaction() as session:
+            with self.db.transaction() as session:
                 self.queue.reclaim_expired(session=session)
 
     def run_once(self) -> bool:
         """Claim one task and run its job to an end; False if nothing was due."""
-        claimed = self._claim_and_start()
+        claimed = self._jobs.claim(self.worker_id)
         if claimed is None:
             return False
-        task, job = claimed
-        if job is not None:
-            self._run_task(task, job)
-        return True
-
-    # --- one task -------------------------------------------------------------------
-
-    def _claim_and_start(self) -> tuple[ClaimedTask, JobToRun | None] | None:
-        """Claim a task and mark its job running, as one unit. A job that ended
-        meanwhile (cancelled, timed out …) is never run: its task is dropped."""
-        claimed = job_tasks.claim_and_start(
-            self._db, self.queue, task_types=TASK_TYPES, worker_id=self.worker_id
-        )
-        if claimed is None:
-            return None
-        task, started = claimed.task, claimed.job
-        if started is None:
-            with self._db.transaction() as session:
-                self.queue.complete(session=session, task=task, worker_id=self.worker_id)
+        if isinstance(claimed, EndedUnrun):
             logger.info(
                 "job %s is no longer active; its task is dropped",
-                task.task_id,
-                extra={"action": "task_dropped", "job_id": task.task_id},
+                claimed.task.task_id,
+                extra={"action": "task_dropped", "job_id": claimed.task.task_id},
             )
-            return task, None
-        job = JobToRun(
-            id=started.id,
-            project_id=started.project_id,
-            scope=ConsolidationScope.model_validate(started.scope),
-            previous_result=started.result,
-            cancel_requested=started.cancel_requested_at is not None,
-        )
+            return True
+        self._log_started(claimed)
+        self._end(claimed, self._run(claimed))
+        return True
+
+    # --- one job ----------------------------------------------------------------------
+
+    def _should_stop(self) -> bool:
+        """Asked between batches: True once the worker is stopping."""
+        return self._stopping.is_set()
+
+    def _log_started(self, job: ClaimedJob) -> None:
         logger.info(
             "job %d of project %s: running (attempt %d/%d)",
             job.id,
             job.project_id,
-            task.attempts,
-            task.max_attempts,
+            job.task.attempts,
+            job.task.max_attempts,
             extra={
                 "action": "job_started",
                 "job_id": job.id,
                 "project_id": str(job.project_id),
-                "attempt": task.attempts,
+                "attempt": job.task.attempts,
             },
         )
-        return task, job
 
-    def _run_task(self, task: ClaimedTask, job: JobToRun) -> None:
+    def _run(self, job: ClaimedJob) -> RunResult | _Unfinished:
+        """Run the job's consolidation; what stopped it if it did not get to an end."""
         deadline = self._timer() + self.settings.consolidation_timeout
-        settled: list[Progress] = []
-
-        def complete_with_last_batch(
-            session: Session, progress: Progress, memories: MemoryWrite | None
-        ) -> None:
-            self._complete_in(session, task, job, progress, memories)
-            settled.append(progress)
-
         try:
-            end, progress = self._runner.run(
+            return self._runner.run(
                 job,
                 deadline=deadline,
-                keep_going=self._keep_going,
-                in_batch=lambda session: self._hold_lease(task, session),
-                heartbeat=Heartbeat(
-                    lambda: self._hold_lease(task, None),
-                    interval=self._lease.total_seconds() / HEARTBEATS_PER_LEASE,
-                ),
-                finish=complete_with_last_batch,
+                stopping=self._should_stop,
+                lease=_TaskLease(self, job.task),
             )
         except (LeaseLost, JobVanished) as exc:
-            logger.warning("job %d: stopped working on it: %s", job.id, exc)
-            return
+            return _Unfinished(lost=str(exc))
         except Exception as exc:
             logger.exception("job %d of project %s: consolidation failed", job.id, job.project_id)
-            self._fail(task, job, f"{exc.__class__.__name__}: {exc}")
+            return _Unfinished(error=f"{exc.__class__.__name__}: {exc}")
+
+    def _end(self, job: ClaimedJob, outcome: RunResult | _Unfinished) -> None:
+        """The one place a claimed job ends: what the run returned decides the job's
+        status and its task's, written together (JobQueue.end), then counted and
+        logged once committed."""
+        if isinstance(outcome, _Unfinished) and outcome.lost is not None:
+            logger.warning("job %d: stopped working on it: %s", job.id, outcome.lost)
             return
-        if settled:  # ended in the same commit as its last batch
-            self._finished(job, JobStatus.COMPLETED, progress)
+        ending = self._ending(job, outcome)
+        written = self._jobs.end(job, self.worker_id, ending)
+        if written is not EndWritten.WRITTEN:
+            logger.warning("job %d: not settled as %s: %s", job.id, ending.status, written.value)
             return
-        self._end(task, job, end, progress)
+        self._report(job, ending, outcome)
 
-    def _keep_going(self) -> bool:
-        """Asked between batches: False once the worker is stopping."""
-        return not self._stopping.is_set()
-
-    def _hold_lease(self, task: ClaimedTask, session: Session | None) -> None:
-        """Renew the lease (inside each batch's transaction: that batch rolls back if
-        another worker took the task over, so two workers never write the same job)."""
-        if session is None:
-            with self._db.transaction() as own:
-                held = self.queue.extend_lease(session=own, task=task, worker_id=self.worker_id)
-        else:
-            held = self.queue.extend_lease(session=session, task=task, worker_id=self.worker_id)
-        if not held:
-            raise LeaseLost(f"task {task.id} was taken over by another worker")
-
-    def _end(self, task: ClaimedTask, job: JobToRun, end: RunEnd, progress: Progress) -> None:
-        result = progress.to_document()
-        if end is RunEnd.CANCELLED:
+    def _ending(self, job: ClaimedJob, outcome: RunResult | _Unfinished) -> Ending:
+        if isinstance(outcome, _Unfinished):
+            # The queue's own rule decides: retry (the job stays the active one) or not.
+            will_retry = job.task.attempts < job.task.max_attempts
+            status = JobStatus.PENDING if will_retry else JobStatus.FAILED
+            return Ending(status, TaskEnd.FAILED, error=outcome.error)
+        progress, result = outcome.progress, outcome.progress.to_document()
+        consolidated = progress.memories_consolidated
+        if outcome.end is RunEnd.STOPPED:
+            return Ending(JobStatus.PENDING, TaskEnd.HANDED_BACK, result=result)
+        if outcome.end is RunEnd.CANCELLED:
             # Its batches so far stay committed; a later job does the rest.
-            if self._settle(
-                job, progress, JobStatus.CANCELLED, lambda s: self._complete(task, s), result=result
-            ):
-                self._finished(job, JobStatus.CANCELLED, progress)
-            return
-        if end is RunEnd.STOPPED:
-            released = self._settle(
-                job, progress, JobStatus.PENDING, lambda s: self._release(task, s), result=result
-            )
-            if released:
-                logger.info(
-                    "job %d handed back after %d memories (worker stopping)",
-                    job.id,
-                    progress.memories_processed,
-                )
-            return
-        status = JobStatus.COMPLETED if end is RunEnd.COMPLETED else JobStatus.TIMED_OUT
-        error = None
-        if status is JobStatus.TIMED_OUT:
+            return Ending(JobStatus.CANCELLED, TaskEnd.DONE, result, None, consolidated)
+        if outcome.end is RunEnd.TIMED_OUT:
             error = (
                 f"exceeded consolidation_timeout ({self.settings.consolidation_timeout} s)"
                 f"; {progress.memories_processed} memories done, the rest left for a "
                 "later job"
             )
-        completed = self._settle(
-            job, progress, status, lambda s: self._complete(task, s), result=result, error=error
+            return Ending(JobStatus.TIMED_OUT, TaskEnd.DONE, result, error, consolidated)
+        return Ending(
+            JobStatus.COMPLETED, TaskEnd.DONE, result, None, consolidated, outcome.last_batch
         )
-        if completed:
-            self._finished(job, status, progress)
 
-    def _finished(self, job: JobToRun, status: JobStatus, progress: Progress) -> None:
-        result = progress.to_document()
-        self._metrics.jobs_finished.labels(status.value).inc()
+    def _report(self, job: ClaimedJob, ending: Ending, outcome: RunResult | _Unfinished) -> None:
+        """Count and log an end that committed."""
+        if isinstance(outcome, _Unfinished):
+            self._report_failure(job, ending)
+            return
+        if ending.status is JobStatus.PENDING:
+            logger.info(
+                "job %d handed back after %d memories (worker stopping)",
+                job.id,
+                outcome.progress.memories_processed,
+            )
+            return
+        self._metrics.jobs_finished.labels(ending.status.value).inc()
+        result = outcome.progress.to_document()
         logger.info(
             "job %d of project %s: %s, %d memories (%s)",
             job.id,
             job.project_id,
-            status,
-            progress.memories_processed,
+            ending.status,
+            outcome.progress.memories_processed,
             result["tiers"],
             extra={
                 "action": "job_finished",
-                "status": status.value,
+                "status": ending.status.value,
                 "job_id": job.id,
                 "project_id": str(job.project_id),
-                "memories_processed": progress.memories_processed,
+                "memories_processed": outcome.progress.memories_processed,
             },
         )
 
-    def _fail(self, task: ClaimedTask, job: JobToRun, error: str) -> None:
-        # The queue's own rule decides: retry (the job stays the active one) or give up.
-        will_retry = task.attempts < task.max_attempts
-        status = JobStatus.PENDING if will_retry else JobStatus.FAILED
-        if not self._settle(
-            job, None, status, lambda session: self._fail_task(task, error, session), error=error
-        ):
-            return
-        if status is JobStatus.FAILED:
-            self._metrics.jobs_finished.labels(status.value).inc()
+    def _report_failure(self, job: ClaimedJob, ending: Ending) -> None:
+        will_retry = ending.status is JobStatus.PENDING
+        if not will_retry:
+            self._metrics.jobs_finished.labels(ending.status.value).inc()
         logger.warning(
             "job %d of project %s: attempt %d failed (%s): %s",
             job.id,
             job.project_id,
-            task.attempts,
+            job.task.attempts,
             "will retry" if will_retry else "giving up",
-            error,
+            ending.error,
             extra={
                 "action": "job_attempt_failed",
                 "job_id": job.id,
                 "project_id": str(job.project_id),
-                "attempt": task.attempts,
+                "attempt": job.task.attempts,
                 "will_retry": will_retry,
             },
         )
 
-    def _settle(
-        self,
-        job: JobToRun,
-        progress: Progress | None,
-        status: JobStatus,
-        settle_task: Callable[[Session], bool],
-        *,
-        result: dict[str, Any] | None = None,
-        error: str | None = None,
-    ) -> bool:
-        """Settle the job's queue task and write the job's new status in one transaction,
-        the queue row first, the project's cooldown last (invariant 7,
-        docs/invariants.md: no deadlock). Nothing is written unless this worker still
-        holds the task and the job is still running: a worker that stalled past its
-        lease must not overwrite another's work. Returns whether it was written."""
-        now = self._clock()
-        consolidated = progress.memories_consolidated if progress else 0
-        try:
-            with self._db.transaction() as session:
-                if not settle_task(session):
-                    raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
-                if not job_store.finish_job(
-                    session, job.id, status=status, now=now, result=result, error=error
-                ):
-                    raise JobVanished(f"job {job.id} is no longer running")
-                if starts_cooldown(status, consolidated):
-                    project_store.start_cooldown(session, [job.project_id], at=now)
-        except (JobVanished, LeaseLost) as exc:  # rolled back: nothing written
-            logger.warning("job %d: not settled as %s: %s", job.id, status, exc)
-            return False
-        return True
 
-    def _complete_in(
-        self,
-        session: Session,
-        task: ClaimedTask,
-        job: JobToRun,
-        progress: Progress,
-        memories: MemoryWrite | None,
-    ) -> None:
-        """Complete the job and its task in the transaction of its last batch, with that
-        batch's memories; raises (so that the batch rolls back) unless this worker still
-        holds the task and the job is still running, as _settle requires."""
-        completion = job_tasks.complete(
-            session,
-            self.queue,
-            task,
-            worker_id=self.worker_id,
-            job_id=job.id,
-            project_id=job.project_id,
-            result=progress.to_document(),
-            now=self._clock(),
-            starts_cooldown=starts_cooldown(JobStatus.COMPLETED, progress.memories_consolidated),
-            memories=memories,
-        )
-        if not completion.task_held:
-            raise LeaseLost(f"job {job.id}'s task was taken over by another worker")
-        if not completion.job_was_running:
-            raise JobVanished(f"job {job.id} is no longer running")
+@dataclass(frozen=True)
+class _Unfinished:
+    """A run that did not get to an end: it raised `error` (an attempt spent), or lost
+    its job to another worker or to the sweeper (`lost`: nothing to write)."""
 
-    def _complete(self, task: ClaimedTask, session: Session) -> bool:
-        return self.queue.complete(session=session, task=task, worker_id=self.worker_id)
+    error: str | None = None
+    lost: str | None = None
 
-    def _release(self, task: ClaimedTask, session: Session) -> bool:
-        return self.queue.release(session=session, task=task, worker_id=self.worker_id)
 
-    def _fail_task(self, task: ClaimedTask, error: str, session: Session) -> bool:
-        outcome = self.queue.fail(session=session, task=task, worker_id=self.worker_id, error=error)
-        return outcome is not FailOutcome.NOT_HELD
+class _TaskLease:
+    """A worker's hold on a job's task, which the runner renews (runner.Lease): inside
+    a batch's session (that batch rolls back if another worker took the task over, so
+    two workers never write the same job) or in a transaction of its own."""
+
+    def __init__(self, worker: ConsolidationWorker, task: ClaimedTask) -> None:
+        self._db, self._queue, self._worker_id = worker.db, worker.queue, worker.worker_id
+        self._task = task
+        self.beat_interval = worker.settings.worker_lease_seconds / HEARTBEATS_PER_LEASE
+
+    def hold(self, session: Session) -> None:
+        self._renew(session)
+
+    def beat(self) -> None:
+        with self._db.transaction() as session:
+            self._renew(session)
+
+    def _renew(self, session: Session) -> None:
+        if not self._queue.extend_lease(
+            session=session, task=self._task, worker_id=self._worker_id
+        ):
+            raise LeaseLost(f"task {self._task.id} was taken over by another worker")

@@ -15,6 +15,7 @@ from omoi_os.errors import (
     JobNotRetryable,
     ProjectInactive,
 )
+from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import JobStatus, TaskState
 from omoi_os.services.consolidation.cancellation import Cancelled
 from omoi_os.services.consolidation.job_service import JobService
@@ -47,7 +48,13 @@ class _Ops:
 
     def worker(self, **hooks: Any) -> ConsolidationWorker:
         worker_class = _CancellingWorker if hooks else ConsolidationWorker
-        worker = worker_class(self.db, settings=self.settings, queue=self.queue, clock=self.clock)
+        worker = worker_class(
+            self.db,
+            settings=self.settings,
+            queue=self.queue,
+            metrics=ConsolidationMetrics(),
+            clock=self.clock,
+        )
         for name, value in hooks.items():
             setattr(worker, name, value)
         return worker
@@ -60,11 +67,11 @@ class _CancellingWorker(ConsolidationWorker):
     between_batches: Any = None
     _asked = 0
 
-    def _keep_going(self) -> bool:
+    def _should_stop(self) -> bool:
         self._asked += 1
         if self._asked == 2 and self.between_batches is not None:
             self.between_batches()
-        return super()._keep_going()
+        return super()._should_stop()
 
 
 @pytest.fixture

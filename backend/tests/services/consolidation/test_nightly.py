@@ -14,9 +14,9 @@ from sqlalchemy import select
 
 from omoi_os.config import AppSettings
 from omoi_os.models import ConsolidationTick, JobStatus, MemoryTier, TaskMemory
+from omoi_os.runtime import ConsolidationRuntime
 from omoi_os.schedule import spread_offset
 from omoi_os.services.consolidation import runner as runner_module
-from omoi_os.services.consolidation.worker import ConsolidationWorker
 from omoi_os.services.database import DatabaseService
 from omoi_os.store.jobs import task_id_for_job
 from tests.support.clocks import FakeClock
@@ -43,7 +43,7 @@ def _settings(db: DatabaseService, **overrides: Any) -> AppSettings:
 
 def _drain(db: DatabaseService, clock: FakeClock) -> int:
     """Run every claimable job to its end; how many ran."""
-    worker = ConsolidationWorker(db, settings=_settings(db), clock=clock)
+    worker = ConsolidationRuntime(_settings(db), engine=db.engine, clock=clock).worker
     ran = 0
     while worker.run_once():
         ran += 1

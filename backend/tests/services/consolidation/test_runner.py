@@ -1,6 +1,7 @@
 """ConsolidationRunner.run on both databases, with no worker and no queue: committed
-batches that carry the job's running totals, resuming, dry runs, the deadline, the
-stop check, a batch that fails or whose job stopped running, and the scope."""
+batches that carry the job's running totals, the last batch left for the job's end,
+resuming, dry runs, the deadline, the stop check, a batch that fails or whose job
+stopped running, and the scope."""
 
 from __future__ import annotations
 
@@ -16,19 +17,18 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from omoi_os.models import ConsolidationJob, JobStatus, MemoryTier, MemoryType, TaskMemory
+from omoi_os.services.consolidation.job_queue import ClaimedJob
 from omoi_os.services.consolidation.runner import (
     ConsolidationRunner,
-    Heartbeat,
-    JobToRun,
     JobVanished,
     Progress,
     RunEnd,
+    RunResult,
 )
 from omoi_os.services.consolidation.scope import ConsolidationScope
 from omoi_os.services.database import DatabaseService
 from omoi_os.store import jobs as job_store
-from omoi_os.store import memories as memory_store
-from omoi_os.store.memories import MemoryWrite
+from omoi_os.store.tasks import ClaimedTask
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0, Factories
 from tests.support.rows import stored_job, stored_memories
@@ -50,6 +50,36 @@ class FakeTimer:
             self._now += seconds
 
 
+class _Lease:
+    """Stands in for the worker's lease on the job's task (runner.Lease): records
+    "batch" for each hold (inside a batch's transaction, before its writes) and "beat"
+    for each beat in `events`, and runs `on_hold` where the worker renews the lease
+    (raising there rolls the batch back)."""
+
+    def __init__(
+        self,
+        on_hold: Callable[[Session], None] | None = None,
+        *,
+        events: list[str] | None = None,
+        beat_interval: float = math.inf,
+    ) -> None:
+        self.beat_interval = beat_interval
+        self.events: list[str] = [] if events is None else events
+        self._on_hold = on_hold
+
+    def hold(self, session: Session) -> None:
+        self.events.append("batch")
+        if self._on_hold is not None:
+            self._on_hold(session)
+
+    def beat(self) -> None:
+        self.events.append("beat")
+
+    @property
+    def holds(self) -> int:
+        return self.events.count("batch")
+
+
 @pytest.fixture
 def timer() -> FakeTimer:
     return FakeTimer()
@@ -66,7 +96,7 @@ def runner(db: DatabaseService, clock: FakeClock, timer: FakeTimer) -> Consolida
     return ConsolidationRunner(db, batch_size=5, clock=clock, timer=timer)
 
 
-StartJob = Callable[..., JobToRun]
+StartJob = Callable[..., ClaimedJob]
 
 
 @pytest.fixture
@@ -76,20 +106,32 @@ def start(
     """Start a job of the test's project with this scope: a pending job marked running
     the way a worker does it (store.jobs.start_job)."""
 
-    def start_job(**scope: Any) -> JobToRun:
+    def start_job(**scope: Any) -> ClaimedJob:
         pending = factories.job(project_id, scope=ConsolidationScope(**scope).to_document())
         with db.transaction() as session:
             started = job_store.start_job(session, pending.id, now=clock())
         assert started is not None
-        return _to_run(started.id, project_id, started.scope, started.result)
+        return _claimed(started.id, project_id, started.scope, started.result)
 
     return start_job
 
 
-def _to_run(
+def _claimed(
     job_id: int, project_id: uuid.UUID, scope: dict[str, Any], result: dict[str, Any] | None
-) -> JobToRun:
-    return JobToRun(
+) -> ClaimedJob:
+    """The job as a worker's claim hands it to the runner; the runner never looks at
+    the task, so it is a dummy."""
+    task = ClaimedTask(
+        id=0,
+        task_type=job_store.CONSOLIDATION_TASK,
+        task_id=str(job_id),
+        attempts=1,
+        max_attempts=3,
+        lease_expires_at=T0,
+        claim_token="test",
+    )
+    return ClaimedJob(
+        task=task,
         id=job_id,
         project_id=project_id,
         scope=ConsolidationScope.model_validate(scope),
@@ -97,10 +139,34 @@ def _to_run(
     )
 
 
+def _end_completed(db: DatabaseService, job: ClaimedJob, result: RunResult) -> None:
+    """Stand in for the worker's end of a completed run (JobQueue.end): the run's last
+    batch written with the job's totals and its completion, in one transaction; if the
+    job is no longer running, JobVanished, and nothing of it is written."""
+    assert result.end is RunEnd.COMPLETED
+    with db.transaction() as session:
+        if result.last_batch is not None:
+            db.backend.write_memories(session, result.last_batch)
+        finished = job_store.finish_job(
+            session,
+            job.id,
+            status=JobStatus.COMPLETED,
+            now=T0,
+            result=result.progress.to_document(),
+        )
+        if not finished:
+            raise JobVanished(f"job {job.id} is no longer running")
+
+
 def _marked_by(db: DatabaseService, job_id: int) -> int:
     with db.read() as session:
         statement = select(func.count()).where(TaskMemory.consolidation_job_id == job_id)
         return session.scalar(statement) or 0
+
+
+def _unmarked_ids(db: DatabaseService, job_id: int) -> list[int]:
+    """The memories `job_id` has not marked (committed), oldest first."""
+    return [m.id for m in stored_memories(db) if m.consolidation_job_id != job_id]
 
 
 def _document(
@@ -123,12 +189,8 @@ def _document(
     }
 
 
-def _always() -> bool:
-    return True
-
-
-def _nothing(_: Session) -> None:
-    return None
+def _never() -> bool:
+    return False
 
 
 # --- batches and totals ------------------------------------------------------------------
@@ -148,39 +210,41 @@ def test_batches_commit_one_by_one_with_the_jobs_running_totals(
     events: list[str] = []
     seen_committed: list[tuple[int, dict[str, Any] | None]] = []
 
-    def keep_going() -> bool:
+    def stopping() -> bool:
         events.append("check")
-        return True
+        return False
 
-    def in_batch(session: Session) -> None:
-        events.append("batch")
+    def on_hold(session: Session) -> None:
         # What other connections see: the batches before this one, not this one.
         seen_committed.append((_marked_by(db, job.id), stored_job(db, job.id).result))
         timer.advance(2.0)
         clock.advance(timedelta(hours=1))  # the run keeps the instant it started at
 
-    end, progress = runner.run(
-        job,
-        deadline=math.inf,
-        keep_going=keep_going,
-        in_batch=in_batch,
-        heartbeat=Heartbeat(lambda: events.append("beat"), interval=math.inf),
+    result = runner.run(
+        job, deadline=math.inf, stopping=stopping, lease=_Lease(on_hold, events=events)
     )
 
-    assert end is RunEnd.COMPLETED
-    # in_batch runs first in every batch's transaction. A batch of fewer memories than
-    # the batch size is the last: no further batch is read to learn that nothing is left.
-    # No heartbeat: the score read was short, and each batch renews the lease itself.
-    assert events == [*["check", "batch"] * 3]  # 5, 5 and 2 memories
-    assert seen_committed == [
-        (0, None),
-        (5, _document(5, duration=2.0)),
-        (10, _document(10, duration=4.0)),
-    ]
-    # The job holds the last batch's totals.
-    assert stored_job(db, job.id).result == _document(12, duration=6.0)
+    assert result.end is RunEnd.COMPLETED
+    # The lease is held first in every batch's transaction the runner writes. A batch of
+    # fewer memories than the batch size is the last: no further batch is read to learn
+    # that nothing is left. That last batch (2 memories) is the job's end's to write,
+    # under the end's own fence: it holds no lease here, so one "batch" fewer than
+    # batches. No beat: the score read was short, and each batch renews the lease itself.
+    assert events == ["check", "batch", "check", "batch", "check"]  # 5, 5 and 2 memories
+    assert seen_committed == [(0, None), (5, _document(5, duration=2.0))]
+    # The runner wrote the first two batches and their totals, and nothing of the last.
+    assert stored_job(db, job.id).result == _document(10, duration=4.0)
     assert stored_job(db, job.id).status is JobStatus.RUNNING  # ending it is the worker's part
-    assert progress.to_document() == _document(12, duration=6.0)
+    assert _marked_by(db, job.id) == 10
+    # The totals include the last batch; its write is handed back.
+    assert result.progress.to_document() == _document(12, duration=4.0)
+    assert result.last_batch is not None and result.last_batch.job_id == job.id
+    assert result.last_batch.marks.ids == _unmarked_ids(db, job.id)
+
+    _end_completed(db, job, result)
+
+    saved = stored_job(db, job.id)
+    assert (saved.status, saved.result) == (JobStatus.COMPLETED, _document(12, duration=4.0))
     stored = stored_memories(db)
     assert {
         (m.is_consolidated, m.consolidation_job_id, m.consolidated_at, m.tier) for m in stored
@@ -196,12 +260,18 @@ def test_a_project_without_memories_completes_at_once(
     runner: ConsolidationRunner,
 ) -> None:
     job = start()
-    batches: list[Session] = []
+    lease = _Lease()
 
-    end, progress = runner.run(job, deadline=math.inf, keep_going=_always, in_batch=batches.append)
+    result = runner.run(job, deadline=math.inf, stopping=_never, lease=lease)
 
-    # One batch transaction (in_batch runs first in it), which finds nothing to do.
-    assert (end, progress.to_document(), len(batches)) == (RunEnd.COMPLETED, _document(0), 1)
+    # Its one batch, empty, is the last: left for the job's end, so the runner opens no
+    # batch transaction and holds no lease (it used to hold it once, for nothing).
+    assert (result.end, result.progress.to_document(), result.last_batch, lease.events) == (
+        RunEnd.COMPLETED,
+        _document(0),
+        None,
+        [],
+    )
     assert stored_job(db, job.id).result is None
 
 
@@ -217,40 +287,52 @@ def test_a_resumed_run_skips_what_this_job_marked_and_continues_the_totals(
     # unconsolidated_only=False: what is skipped on the resume is skipped because this
     # job marked it, not because it is consolidated.
     job = start(unconsolidated_only=False)
-    checks = iter([True, False])
+    checks = iter([False, True])
 
-    end, progress = runner.run(
+    result = runner.run(
         job,
         deadline=math.inf,
-        keep_going=lambda: next(checks),
-        in_batch=lambda _: timer.advance(3.0),
+        stopping=lambda: next(checks),
+        lease=_Lease(lambda _: timer.advance(3.0)),
     )
-    assert (end, progress.to_document()) == (RunEnd.STOPPED, _document(5, duration=3.0))
+    assert (result.end, result.progress.to_document()) == (
+        RunEnd.STOPPED,
+        _document(5, duration=3.0),
+    )
+    assert result.last_batch is None  # a stopped run wrote all it did
     assert stored_job(db, job.id).result == _document(5, duration=3.0)
 
     # The next run of the job starts from what the job row holds.
     timer.advance(50.0)  # time between the runs is not the job's
     saved = stored_job(db, job.id)
-    resumed = _to_run(job.id, project_id, saved.scope, saved.result)
+    resumed = _claimed(job.id, project_id, saved.scope, saved.result)
     marked_in_batch: list[int] = []
 
-    def in_batch(session: Session) -> None:
+    def on_hold(session: Session) -> None:
         statement = select(func.count()).where(TaskMemory.consolidation_job_id == job.id)
         marked_in_batch.append(session.scalar(statement) or 0)
         timer.advance(1.0)
 
-    end, progress = runner.run(resumed, deadline=math.inf, keep_going=_always, in_batch=in_batch)
+    result = runner.run(resumed, deadline=math.inf, stopping=_never, lease=_Lease(on_hold))
 
-    assert end is RunEnd.COMPLETED
-    # in_batch runs before each batch is read: 5 before, then 5 more; the batch of 2
-    # is the last: none counted twice.
-    assert marked_in_batch == [5, 10]
-    assert progress.to_document() == _document(12, duration=5.0)
-    assert stored_job(db, job.id).result == _document(12, duration=5.0)
+    assert result.end is RunEnd.COMPLETED
+    # The lease is held first in each batch the runner writes: 5 marked before the one
+    # batch of 5 it wrote. The batch of 2 is the last, handed back unwritten (no hold):
+    # it holds the 2 memories still unmarked, none counted twice.
+    assert marked_in_batch == [5]
+    assert result.last_batch is not None
+    assert result.last_batch.marks.ids == _unmarked_ids(db, job.id)
+    assert len(result.last_batch.marks) == 2
+    assert result.progress.to_document() == _document(12, duration=4.0)
+    assert stored_job(db, job.id).result == _document(10, duration=4.0)
+
+    _end_completed(db, job, result)
+
+    assert stored_job(db, job.id).result == _document(12, duration=4.0)
     assert _marked_by(db, job.id) == 12
 
 
-def test_finish_runs_in_the_last_batchs_transaction_instead_of_saving_the_totals(
+def test_a_completed_runs_last_batch_is_returned_unwritten_with_the_totals(
     db: DatabaseService,
     factories: Factories,
     timer: FakeTimer,
@@ -260,37 +342,32 @@ def test_finish_runs_in_the_last_batchs_transaction_instead_of_saving_the_totals
 ) -> None:
     factories.memories(project_id, 7)
     job = start()
-    finished: list[tuple[int, int, dict[str, Any]]] = []
+    lease = _Lease(lambda _: timer.advance(1.0))
 
-    def finish(session: Session, progress: Progress, memories: MemoryWrite | None) -> None:
-        # Inside the last batch: the first batch's 5 memories are marked; this one's 2
-        # are handed over, for finish to write with the job's end.
-        assert memories is not None and memories.job_id == job.id
-        statement = select(func.count()).where(TaskMemory.consolidation_job_id == job.id)
-        finished.append(
-            (session.scalar(statement) or 0, len(memories.marks), progress.to_document())
-        )
-        memory_store.write(session, memories)
-        job_store.finish_job(
-            session, job.id, status=JobStatus.COMPLETED, now=T0, result=progress.to_document()
-        )
+    result = runner.run(job, deadline=math.inf, stopping=_never, lease=lease)
 
-    def in_batch(_: Session) -> None:
-        timer.advance(1.0)
+    assert result.end is RunEnd.COMPLETED
+    # The lease was held for the first batch only: the last one is fenced by the job's
+    # end, which writes it.
+    assert lease.events == ["batch"]
+    # The first batch's 5 memories and totals are committed; the last batch's 2 are
+    # handed back, with totals that count them.
+    assert _marked_by(db, job.id) == 5
+    saved = stored_job(db, job.id)
+    assert (saved.status, saved.result) == (JobStatus.RUNNING, _document(5, duration=1.0))
+    assert result.last_batch is not None and result.last_batch.job_id == job.id
+    assert result.last_batch.marks.ids == _unmarked_ids(db, job.id)
+    assert len(result.last_batch.marks) == 2
+    assert result.progress.to_document() == _document(7, duration=1.0)
 
-    end, _ = runner.run(
-        job, deadline=math.inf, keep_going=_always, in_batch=in_batch, finish=finish
-    )
+    _end_completed(db, job, result)
 
-    assert end is RunEnd.COMPLETED
-    # in_batch ran for the first batch only: the last one is fenced by finish instead.
-    assert finished == [(5, 2, _document(7, duration=1.0))]
     assert _marked_by(db, job.id) == 7
     saved = stored_job(db, job.id)
     assert (saved.status, saved.result) == (JobStatus.COMPLETED, _document(7, duration=1.0))
 
 
-def test_finish_raising_rolls_the_last_batch_back(
+def test_writing_the_last_batch_with_the_jobs_end_is_one_transaction(
     db: DatabaseService,
     factories: Factories,
     project_id: uuid.UUID,
@@ -300,16 +377,27 @@ def test_finish_raising_rolls_the_last_batch_back(
     factories.memories(project_id, 3)
     job = start()
 
-    def finish(session: Session, _: Progress, memories: MemoryWrite | None) -> None:
-        assert memories is not None
-        memory_store.write(session, memories)
-        raise JobVanished("the sweeper ended it")
+    result = runner.run(job, deadline=math.inf, stopping=_never, lease=_Lease())
 
+    # One batch, the last: the runner committed nothing of it.
+    assert result.end is RunEnd.COMPLETED
+    assert result.last_batch is not None and len(result.last_batch.marks) == 3
+    assert (_marked_by(db, job.id), stored_job(db, job.id).result) == (0, None)
+
+    # The sweeper ends the job before the worker does: the end finds it no longer
+    # running, and the memories it wrote first go back with it.
+    with db.transaction() as session:
+        session.execute(
+            update(ConsolidationJob)
+            .where(ConsolidationJob.id == job.id)
+            .values(status=JobStatus.TIMED_OUT, error="swept")
+        )
     with pytest.raises(JobVanished):
-        runner.run(job, deadline=math.inf, keep_going=_always, in_batch=_nothing, finish=finish)
+        _end_completed(db, job, result)
 
     assert _marked_by(db, job.id) == 0
-    assert stored_job(db, job.id).result is None
+    saved = stored_job(db, job.id)
+    assert (saved.status, saved.result) == (JobStatus.TIMED_OUT, None)
 
 
 def test_a_resumed_dry_run_starts_its_totals_over(
@@ -321,13 +409,14 @@ def test_a_resumed_dry_run_starts_its_totals_over(
     factories.memories(project_id, 4)
     job = start(dry_run=True)
     earlier = _document(3, consolidated=0, duration=9.0, dry_run=True)
-    resumed = _to_run(job.id, project_id, {"dry_run": True}, earlier)
+    resumed = _claimed(job.id, project_id, {"dry_run": True}, earlier)
 
-    end, progress = runner.run(resumed, deadline=math.inf, keep_going=_always, in_batch=_nothing)
+    result = runner.run(resumed, deadline=math.inf, stopping=_never, lease=_Lease())
 
-    assert (end, progress.to_document()) == (
+    assert (result.end, result.progress.to_document(), result.last_batch) == (
         RunEnd.COMPLETED,
         _document(4, consolidated=0, dry_run=True),
+        None,  # a dry run writes no memory, its last batch neither
     )
 
 
@@ -349,13 +438,18 @@ def test_dry_run_reports_and_writes_no_memory(
         for m in stored_memories(db)
     ]
 
-    end, progress = ConsolidationRunner(db, batch_size=3, clock=clock, timer=timer).run(
-        job, deadline=math.inf, keep_going=_always, in_batch=_nothing
+    result = ConsolidationRunner(db, batch_size=3, clock=clock, timer=timer).run(
+        job, deadline=math.inf, stopping=_never, lease=_Lease()
     )
 
     report = _document(8, consolidated=0, hot=7, cold=1, dry_run=True)
-    assert (end, progress.to_document()) == (RunEnd.COMPLETED, report)
-    assert stored_job(db, job.id).result == report  # saved after every batch, dry or not
+    assert (result.end, result.progress.to_document()) == (RunEnd.COMPLETED, report)
+    assert result.last_batch is None  # nothing to write with the end
+    # Saved after every batch but the last, dry or not (3 and 3 memories); the last
+    # batch's totals (2, the old warning among them) are the job's end's to store.
+    assert stored_job(db, job.id).result == _document(6, consolidated=0, dry_run=True)
+    _end_completed(db, job, result)
+    assert stored_job(db, job.id).result == report
     after = [
         (m.is_consolidated, m.consolidation_score, m.tier, m.consolidation_job_id)
         for m in stored_memories(db)
@@ -379,19 +473,20 @@ def test_the_deadline_passing_between_batches_ends_the_run_timed_out(
     deadline = timer() + 10.0
     checks: list[float] = []
 
-    def keep_going() -> bool:
+    def stopping() -> bool:
         checks.append(timer())
-        return True
+        return False
 
-    def in_batch(_: Session) -> None:
+    def on_hold(_: Session) -> None:
         timer.advance(5.0)  # the second batch reaches the deadline exactly
 
-    end, progress = runner.run(job, deadline=deadline, keep_going=keep_going, in_batch=in_batch)
+    result = runner.run(job, deadline=deadline, stopping=stopping, lease=_Lease(on_hold))
 
-    assert end is RunEnd.TIMED_OUT
+    assert result.end is RunEnd.TIMED_OUT
     assert checks == [100.0, 105.0]  # never asked once the deadline passed
-    assert progress.to_document() == _document(10, duration=10.0)
-    # in_batch runs first in its batch: the time it took is in that batch's totals.
+    assert result.progress.to_document() == _document(10, duration=10.0)
+    assert result.last_batch is None  # a run cut short wrote all it did
+    # The lease is held first in its batch: the time that took is in that batch's totals.
     assert stored_job(db, job.id).result == _document(10, duration=10.0)
     assert _marked_by(db, job.id) == 10  # the committed batches stay
 
@@ -406,15 +501,20 @@ def test_a_deadline_already_passed_does_no_batch(
 ) -> None:
     factories.memories(project_id, 3)
     job = start()
-    batches: list[Session] = []
+    lease = _Lease()
 
-    end, progress = runner.run(job, deadline=timer(), keep_going=_always, in_batch=batches.append)
+    result = runner.run(job, deadline=timer(), stopping=_never, lease=lease)
 
-    assert (end, progress.to_document(), batches) == (RunEnd.TIMED_OUT, _document(0), [])
+    assert (result.end, result.progress.to_document(), result.last_batch, lease.events) == (
+        RunEnd.TIMED_OUT,
+        _document(0),
+        None,
+        [],
+    )
     assert _marked_by(db, job.id) == 0
 
 
-def test_keep_going_false_ends_the_run_stopped_after_the_batch_in_progress(
+def test_stopping_ends_the_run_stopped_after_the_batch_in_progress(
     db: DatabaseService,
     factories: Factories,
     project_id: uuid.UUID,
@@ -425,19 +525,21 @@ def test_keep_going_false_ends_the_run_stopped_after_the_batch_in_progress(
     job = start()
     stop = threading.Event()
 
-    def in_batch(_: Session) -> None:
+    def on_hold(_: Session) -> None:
         stop.set()  # the stop arrives while the first batch runs: that batch finishes
 
-    end, progress = runner.run(
-        job, deadline=math.inf, keep_going=lambda: not stop.is_set(), in_batch=in_batch
-    )
+    result = runner.run(job, deadline=math.inf, stopping=stop.is_set, lease=_Lease(on_hold))
 
-    assert (end, progress.to_document()) == (RunEnd.STOPPED, _document(5))
+    assert (result.end, result.progress.to_document(), result.last_batch) == (
+        RunEnd.STOPPED,
+        _document(5),
+        None,
+    )
     assert stored_job(db, job.id).result == _document(5)
     assert _marked_by(db, job.id) == 5
 
 
-def test_keep_going_false_at_once_does_no_batch(
+def test_stopping_at_once_does_no_batch(
     db: DatabaseService,
     factories: Factories,
     project_id: uuid.UUID,
@@ -446,10 +548,16 @@ def test_keep_going_false_at_once_does_no_batch(
 ) -> None:
     factories.memories(project_id, 3)
     job = start()
+    lease = _Lease()
 
-    end, progress = runner.run(job, deadline=math.inf, keep_going=lambda: False, in_batch=_nothing)
+    result = runner.run(job, deadline=math.inf, stopping=lambda: True, lease=lease)
 
-    assert (end, progress.to_document()) == (RunEnd.STOPPED, _document(0))
+    assert (result.end, result.progress.to_document(), result.last_batch) == (
+        RunEnd.STOPPED,
+        _document(0),
+        None,
+    )
+    assert lease.events == []
     assert (stored_job(db, job.id).result, _marked_by(db, job.id)) == (None, 0)
 
 
@@ -460,7 +568,7 @@ class _LeaseLost(Exception):
     pass
 
 
-def test_in_batch_raising_rolls_that_batch_back(
+def test_the_lease_hold_raising_rolls_that_batch_back(
     db: DatabaseService,
     factories: Factories,
     project_id: uuid.UUID,
@@ -469,13 +577,12 @@ def test_in_batch_raising_rolls_that_batch_back(
 ) -> None:
     factories.memories(project_id, 12)
     job = start()
-    batches = 0
+    lease: _Lease
 
-    def in_batch(session: Session) -> None:
-        nonlocal batches
-        batches += 1
-        if batches == 2:
-            # in_batch runs first: this batch is not read yet, the first one is committed.
+    def on_hold(session: Session) -> None:
+        if lease.holds == 2:
+            # The hold comes first: this batch has written nothing yet, the first one
+            # is committed.
             statement = select(func.count()).where(TaskMemory.consolidation_job_id == job.id)
             assert session.scalar(statement) == 5
             # What it wrote in the batch's transaction (as the lease renewal writes the
@@ -487,10 +594,11 @@ def test_in_batch_raising_rolls_that_batch_back(
             )
             raise _LeaseLost("another worker took the task")
 
+    lease = _Lease(on_hold)
     with pytest.raises(_LeaseLost):
-        runner.run(job, deadline=math.inf, keep_going=_always, in_batch=in_batch)
+        runner.run(job, deadline=math.inf, stopping=_never, lease=lease)
 
-    assert batches == 2
+    assert lease.holds == 2
     assert _marked_by(db, job.id) == 5
     assert [m.is_consolidated for m in stored_memories(db)] == [True] * 5 + [False] * 7
     assert stored_job(db, job.id).result == _document(5)
@@ -508,7 +616,7 @@ def test_a_job_that_stopped_running_raises_job_vanished_and_its_batch_rolls_back
     job = start()
     checks = 0
 
-    def keep_going() -> bool:
+    def stopping() -> bool:
         nonlocal checks
         checks += 1
         if checks == 2:  # between batches, the sweeper times the job out
@@ -518,10 +626,10 @@ def test_a_job_that_stopped_running_raises_job_vanished_and_its_batch_rolls_back
                     .where(ConsolidationJob.id == job.id)
                     .values(status=JobStatus.TIMED_OUT, error="swept")
                 )
-        return True
+        return False
 
     with pytest.raises(JobVanished, match=f"job {job.id} is no longer running"):
-        runner.run(job, deadline=math.inf, keep_going=keep_going, in_batch=_nothing)
+        runner.run(job, deadline=math.inf, stopping=stopping, lease=_Lease())
 
     assert checks == 2
     assert _marked_by(db, job.id) == 5  # the second batch rolled back
@@ -539,12 +647,15 @@ def test_a_job_that_is_not_running_writes_nothing(
     project_id: uuid.UUID,
     runner: ConsolidationRunner,
 ) -> None:
-    factories.memories(project_id, 3)
+    # 7 memories, more than a batch: the runner writes the first batch itself, and its
+    # save finds the job not running. (A run of one batch writes nothing to find it:
+    # the job's end does, see test_writing_the_last_batch_with_the_jobs_end_is_one_...)
+    factories.memories(project_id, 7)
     pending = factories.job(project_id)  # never started
-    job = _to_run(pending.id, project_id, {}, None)
+    job = _claimed(pending.id, project_id, {}, None)
 
     with pytest.raises(JobVanished):
-        runner.run(job, deadline=math.inf, keep_going=_always, in_batch=_nothing)
+        runner.run(job, deadline=math.inf, stopping=_never, lease=_Lease())
 
     assert _marked_by(db, job.id) == 0
     stored = stored_job(db, job.id)
@@ -618,13 +729,15 @@ def test_the_scope_decides_which_memories_are_consolidated(
     factories.memories(other_project, 2, memory_type=MemoryType.ERROR_FIX)
     job = start(**scope)
 
-    end, progress = ConsolidationRunner(db, batch_size=2, clock=clock, timer=timer).run(
-        job, deadline=math.inf, keep_going=_always, in_batch=_nothing
+    result = ConsolidationRunner(db, batch_size=2, clock=clock, timer=timer).run(
+        job, deadline=math.inf, stopping=_never, lease=_Lease()
     )
+    _end_completed(db, job, result)  # the last batch is written with the job's end
 
-    assert end is RunEnd.COMPLETED
+    assert result.end is RunEnd.COMPLETED
     marked = [m.execution_summary for m in stored_memories(db) if m.consolidation_job_id == job.id]
     assert marked == expected
+    progress = result.progress
     assert (progress.memories_processed, progress.memories_consolidated) == (
         len(expected),
         len(expected),

@@ -18,7 +18,9 @@ import pytest
 from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import OperationalError
 
+from omoi_os.clock import utc_now
 from omoi_os.config import AppSettings
+from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import (
     ConsolidationJob,
     JobStatus,
@@ -56,6 +58,25 @@ def _settings(db: DatabaseService, **overrides: Any) -> AppSettings:
         "worker_poll_interval": 0.05,
     }
     return AppSettings(**(values | overrides))
+
+
+def _worker(
+    db: DatabaseService,
+    settings: AppSettings,
+    *,
+    queue: TaskQueueService | None = None,
+    clock: Any = None,
+    cls: type[ConsolidationWorker] = ConsolidationWorker,
+    **kwargs: Any,
+) -> ConsolidationWorker:
+    """A worker on `db` with its own queue (or `queue`) and metrics, as the runtime
+    builds one."""
+    clock = clock or utc_now
+    lease = timedelta(seconds=settings.worker_lease_seconds)
+    queue = queue or TaskQueueService(clock=clock, lease=lease)
+    return cls(
+        db, settings=settings, queue=queue, metrics=ConsolidationMetrics(), clock=clock, **kwargs
+    )
 
 
 def _unconsolidated(db: DatabaseService) -> int:
@@ -101,7 +122,7 @@ def test_threshold_job_worker_consolidates_then_the_next_crossing_fires(
     settings = _settings(db)
     project = factories.project()
     memories = MemoryService(db, ConsolidationTriggerService(db, settings=settings))
-    worker = ConsolidationWorker(db, settings=settings)
+    worker = _worker(db, settings)
 
     first = write_memories(memories, project.id, 10, OUTBOX)[-1]
     assert first is not None
@@ -163,7 +184,7 @@ def test_tiers_use_age_and_the_projects_score_ranking(
     triggers = ConsolidationTriggerService(db, settings=_settings(db), clock=clock)
     job_id = triggers.trigger_consolidation_sync(project.id)
 
-    assert ConsolidationWorker(db, settings=_settings(db), clock=clock).run_once() is True
+    assert _worker(db, _settings(db), clock=clock).run_once() is True
 
     tiers = [m.tier for m in stored_memories(db)]
     # 25 memories. Top 10% = the 3rd best score and up: both error fixes and, tied at
@@ -182,7 +203,7 @@ def test_dry_run_reports_and_writes_no_memory(db: DatabaseService, factories: Fa
     job_id = triggers.trigger_consolidation_sync(project.id, scope={"dry_run": True})
     before = [(m.is_consolidated, m.consolidation_score, m.tier) for m in stored_memories(db)]
 
-    assert ConsolidationWorker(db, settings=_settings(db)).run_once() is True
+    assert _worker(db, _settings(db)).run_once() is True
 
     job = stored_job(db, job_id)
     result = dict(job.result or {})
@@ -219,7 +240,7 @@ def test_scope_narrows_what_is_consolidated(
         project.id, scope={"memory_types": ["error_fix"], "min_age_days": 7}
     )
 
-    assert ConsolidationWorker(db, settings=_settings(db), clock=clock).run_once() is True
+    assert _worker(db, _settings(db), clock=clock).run_once() is True
 
     assert [m.is_consolidated for m in stored_memories(db)] == [True] * 3 + [False] * 9
     assert (stored_job(db, job_id).result or {})["memories_processed"] == 3
@@ -232,7 +253,7 @@ def test_rescoring_consolidated_memories_when_asked(
     factories.memories(project.id, 4, is_consolidated=True)
     triggers = ConsolidationTriggerService(db, settings=_settings(db))
     skip = triggers.trigger_consolidation_sync(project.id)
-    worker = ConsolidationWorker(db, settings=_settings(db))
+    worker = _worker(db, _settings(db))
     assert worker.run_once() is True
     rescore = triggers.trigger_consolidation_sync(project.id, scope={"unconsolidated_only": False})
     assert worker.run_once() is True
@@ -258,7 +279,7 @@ def test_a_cancelled_job_is_not_run(
     with db.transaction() as session:
         session.execute(update(ConsolidationJob).values(status=JobStatus.CANCELLED))
 
-    assert ConsolidationWorker(db, settings=_settings(db)).run_once() is True
+    assert _worker(db, _settings(db)).run_once() is True
 
     job = stored_job(db, job_id)
     assert (job.status, job.started_at, job.result) == (JobStatus.CANCELLED, None, None)
@@ -286,7 +307,7 @@ def test_a_failing_job_is_retried_then_failed_and_the_cooldown_holds(
     )
     triggers = ConsolidationTriggerService(db, settings=settings, task_queue=queue, clock=clock)
     memories = MemoryService(db, triggers, clock=clock)
-    worker = ConsolidationWorker(db, settings=settings, queue=queue, clock=clock)
+    worker = _worker(db, settings, queue=queue, clock=clock)
     project = factories.project()
 
     def broken(*_: Any, **__: Any) -> Any:
@@ -340,7 +361,7 @@ def test_an_overrunning_job_times_out_and_a_later_job_finishes_the_rest(
     # at 200: past the deadline.
     seconds = iter(range(0, 10_000, 25))
 
-    worker = ConsolidationWorker(db, settings=settings, timer=lambda: float(next(seconds)))
+    worker = _worker(db, settings, timer=lambda: float(next(seconds)))
     assert worker.run_once() is True
 
     job = stored_job(db, first)
@@ -357,30 +378,30 @@ def test_an_overrunning_job_times_out_and_a_later_job_finishes_the_rest(
     assert task.state is TaskState.DONE
 
     second = triggers.trigger_consolidation_sync(project.id)
-    assert ConsolidationWorker(db, settings=settings).run_once() is True
+    assert _worker(db, settings).run_once() is True
 
     assert stored_job(db, second).status is JobStatus.COMPLETED
     assert (stored_job(db, second).result or {})["memories_processed"] == 100 - done
     assert _unconsolidated(db) == 0
 
 
-class _SteppedWorker(ConsolidationWorker):
-    """Pauses after its third batch until the test lets it go on."""
+class _SteppedQueue(TaskQueueService):
+    """A queue whose third lease renewal (the third batch's, inside its transaction)
+    pauses until the test lets it go on."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.batches = 0
         self.paused = threading.Event()
         self.go_on = threading.Event()
 
-    def _hold_lease(self, task: Any, session: Any) -> None:
-        super()._hold_lease(task, session)
-        if session is None:
-            return  # the renewal after setup, not a batch
+    def extend_lease(self, **kwargs: Any) -> bool:
+        held = super().extend_lease(**kwargs)
         self.batches += 1
         if self.batches == 3:
             self.paused.set()
             assert self.go_on.wait(30)
+        return held
 
 
 def test_stopping_finishes_the_batch_and_hands_the_job_back(
@@ -392,15 +413,16 @@ def test_stopping_finishes_the_batch_and_hands_the_job_back(
     job_id = ConsolidationTriggerService(db, settings=settings).trigger_consolidation_sync(
         project.id
     )
-    worker = _SteppedWorker(db, settings=settings)
+    queue = _SteppedQueue()
+    worker = _worker(db, settings, queue=queue)
 
     worker.start()
-    assert worker.paused.wait(30)
+    assert queue.paused.wait(30)
     stopper = threading.Thread(target=worker.stop)
     stopper.start()
     # The stop has reached the worker: its next between-batch check says "stop".
-    wait_for(lambda: not worker._keep_going(), what="the worker to be told to stop")
-    worker.go_on.set()
+    wait_for(lambda: worker.stopping, what="the worker to be told to stop")
+    queue.go_on.set()
     stopper.join(30)
 
     assert not stopper.is_alive()
@@ -412,7 +434,7 @@ def test_stopping_finishes_the_batch_and_hands_the_job_back(
     (task,) = factories.queue_rows()
     assert (task.state, task.attempts, task.claimed_by) == (TaskState.QUEUED, 0, None)
 
-    assert ConsolidationWorker(db, settings=settings).run_once() is True  # resumes
+    assert _worker(db, settings).run_once() is True  # resumes
     job = stored_job(db, job_id)
     assert (job.status, (job.result or {})["memories_processed"]) == (JobStatus.COMPLETED, 50)
     assert _unconsolidated(db) == 0
@@ -428,17 +450,17 @@ class _OvertakenWorker(ConsolidationWorker):
         self.checks = 0
         self.overtaken_at = overtaken_at
 
-    def _keep_going(self) -> bool:
+    def _should_stop(self) -> bool:
         self.checks += 1
         if self.checks == self.overtaken_at:
             self.fake_clock.advance(timedelta(minutes=5))
-            with self._db.transaction() as session:
+            with self.db.transaction() as session:
                 assert self.queue.reclaim_expired(session=session) == 1
                 claimed = self.queue.claim(
                     session=session, task_types=[CONSOLIDATION_TASK], worker_id="the-other-worker"
                 )
                 assert len(claimed) == 1
-        return super()._keep_going()
+        return super()._should_stop()
 
 
 def test_a_worker_that_lost_its_lease_rolls_back_its_batch_and_stops(
@@ -450,7 +472,7 @@ def test_a_worker_that_lost_its_lease_rolls_back_its_batch_and_stops(
     job_id = ConsolidationTriggerService(
         db, settings=settings, clock=clock
     ).trigger_consolidation_sync(project.id)
-    stale = _OvertakenWorker(db, settings=settings, clock=clock)
+    stale = _worker(db, settings, cls=_OvertakenWorker, clock=clock)
 
     assert stale.run_once() is True
 
@@ -478,7 +500,7 @@ def test_a_worker_overtaken_before_its_last_batch_does_not_end_the_job(
     ).trigger_consolidation_sync(project.id)
     # One batch, then the check before the last one (which also ends the job, with no
     # lease renewal of its own): taken over right there. Its completion is fenced.
-    stale = _OvertakenWorker(db, settings=settings, clock=clock, overtaken_at=2)
+    stale = _worker(db, settings, cls=_OvertakenWorker, clock=clock, overtaken_at=2)
 
     assert stale.run_once() is True
 
@@ -492,9 +514,8 @@ def test_a_worker_overtaken_before_its_last_batch_does_not_end_the_job(
 
 
 def test_stop_wakes_every_idle_thread_at_once(db: DatabaseService) -> None:
-    worker = _IdleWatchingWorker(
-        db, settings=_settings(db, worker_concurrency=8, worker_poll_interval=30)
-    )
+    settings = _settings(db, worker_concurrency=8, worker_poll_interval=30)
+    worker = _worker(db, settings, cls=_IdleWatchingWorker)
     worker.start()
     try:
         # Every thread is idle, waiting up to 30 s.
@@ -515,7 +536,7 @@ def test_worker_threads_pick_up_queued_jobs(db: DatabaseService, factories: Fact
     settings = _settings(db, worker_concurrency=3)
     triggers = ConsolidationTriggerService(db, settings=settings)
     jobs = [triggers.trigger_consolidation_sync(project_id) for project_id in ids]
-    worker = ConsolidationWorker(db, settings=settings)
+    worker = _worker(db, settings)
 
     worker.start()
     try:
@@ -538,7 +559,7 @@ def test_a_worker_without_a_listener_finds_work_by_polling(
     project = factories.project()
     factories.memories(project.id, 3)
     settings = _settings(db, worker_poll_interval=0.05)
-    worker = _PollingWorker(db, settings=settings)
+    worker = _worker(db, settings, cls=_PollingWorker)
 
     worker.start()
     try:
@@ -563,7 +584,7 @@ def test_notify_wakes_an_idle_worker_long_before_its_poll(postgres_url: str) -> 
     factories = Factories(db)
     project = factories.project()
     settings = AppSettings(database_url=postgres_url, worker_poll_interval=30)
-    worker = _IdleWatchingWorker(db, settings=settings)
+    worker = _worker(db, settings, cls=_IdleWatchingWorker)
     worker.start()
     try:
         assert worker.wait_listening(10)
@@ -594,7 +615,7 @@ def test_two_workers_run_each_of_200_jobs_exactly_once(postgres_url: str) -> Non
     triggers = ConsolidationTriggerService(db, settings=settings)
     jobs = [triggers.trigger_consolidation_sync(project_id) for project_id in ids]
     engines = [DatabaseService(postgres_url) for _ in range(2)]
-    workers = [ConsolidationWorker(engine, settings=settings) for engine in engines]
+    workers = [_worker(engine, settings) for engine in engines]
 
     for worker in workers:
         worker.start()
@@ -713,7 +734,7 @@ def _long_scan_worker(
 ) -> ConsolidationWorker:
     settings = _settings(db, worker_lease_seconds=3, worker_batch_size=2000)
     queue = TaskQueueService(clock=clock, lease=timedelta(seconds=3))
-    return ConsolidationWorker(db, settings=settings, queue=queue, clock=clock, timer=timer)
+    return _worker(db, settings, queue=queue, clock=clock, timer=timer)
 
 
 def test_a_long_score_scan_keeps_the_lease_of_a_live_worker(
@@ -775,7 +796,7 @@ def test_the_finished_job_log_line_names_tiers_by_their_values(
     project = factories.project()
     factories.memories(project.id, 3)
     ConsolidationTriggerService(db, settings=settings).trigger_consolidation_sync(project.id)
-    worker = ConsolidationWorker(db, settings=settings)
+    worker = _worker(db, settings)
 
     with caplog.at_level(logging.INFO):
         assert worker.run_once() is True
