@@ -124,7 +124,9 @@ class ConsolidationWorker:
 
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
         """Stop taking tasks; a job in progress finishes its batch and is handed back.
-        Waits at most `timeout` seconds (idempotent)."""
+        Waits at most `timeout` seconds (idempotent: a worker with no thread says
+        nothing)."""
+        had_threads = bool(self._threads)
         self._stopping.set()
         self._wake.close()
         deadline = time.monotonic() + timeout
@@ -137,7 +139,8 @@ class ConsolidationWorker:
         if still:
             logger.warning("worker threads still finishing after %.1f s: %s", timeout, still)
         self._threads = [thread for thread in self._threads if thread.is_alive()]
-        logger.info("consolidation worker %s stopped", self.worker_id)
+        if had_threads:
+            logger.info("consolidation worker %s stopped", self.worker_id)
 
     def _make_listener(self) -> QueueListener | None:
         """Where the database can, a listener that wakes idle threads at once."""
