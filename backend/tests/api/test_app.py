@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from omoi_os import testing
 from omoi_os.api import create_app
-from omoi_os.api.errors import MAX_BODY_BYTES
+from omoi_os.api.body_limit import MAX_BODY_BYTES
 from omoi_os.config import AppSettings
 from omoi_os.migrations import SchemaNotCurrent, head_revision
 from tests.conftest import require_postgres
