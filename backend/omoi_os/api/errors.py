@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from omoi_os.api.body_limit import MAX_BODY_BYTES
@@ -57,7 +57,9 @@ def answer_to(request: Request, exc: Exception) -> Response | None:
         return JSONResponse({"detail": str(exc), "active_job_id": exc.active_job_id}, 409)
     if isinstance(exc, JobStateConflict):
         return JSONResponse({"detail": str(exc), "status": exc.status}, 409)
-    if isinstance(exc, OperationalError | PoolTimeout) and _is_connection_failure(exc):
+    # Only connection-level failures mean "unavailable"; any other database error is
+    # a bug (500).
+    if isinstance(exc, OperationalError | PoolTimeout):
         return _database_unavailable(request, exc)
     return None
 
@@ -65,15 +67,6 @@ def answer_to(request: Request, exc: Exception) -> Response | None:
 def error_response(status: int, detail: str) -> JSONResponse:
     """The answer `{"detail": detail}` with `status`."""
     return JSONResponse({"detail": detail}, status_code=status)
-
-
-def _is_connection_failure(exc: Exception) -> bool:
-    # Only connection-level failures mean "unavailable"; anything else is a bug (500).
-    if isinstance(exc, PoolTimeout):
-        return True
-    return isinstance(exc, OperationalError) or (
-        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-    )
 
 
 def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
