@@ -117,6 +117,24 @@ def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
     assert root.headers["Allow"] == "GET, HEAD, OPTIONS"
 
 
+def test_a_path_outside_the_schema_answers_405_as_fastapi_does(client: TestClient) -> None:
+    posted = client.post("/docs")
+    options = client.options("/docs")
+
+    assert (posted.status_code, posted.json()) == (405, {"detail": "Method Not Allowed"})
+    assert sorted(posted.headers["Allow"].split(", ")) == ["GET", "HEAD"]  # Starlette's
+    assert (options.status_code, options.json()) == (405, {"detail": "Method Not Allowed"})
+
+
+def test_405_counts_a_route_added_after_the_first_405(client: TestClient) -> None:
+    before = client.delete("/healthz")
+    client.app.add_api_route("/healthz", lambda: None, methods=["POST"])  # type: ignore[attr-defined]
+    after = client.delete("/healthz")
+
+    assert before.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert after.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+
+
 def test_health_and_metrics_need_no_token(client: TestClient) -> None:
     health = client.get("/healthz")
     metrics = client.get("/metrics")
