@@ -104,28 +104,28 @@ def _project_option(project: str | None) -> uuid.UUID | None:
 @contextmanager
 def opened_runtime() -> Iterator[ConsolidationRuntime]:
     """The runtime for one command: a refusal of ours (an unknown project, a bad value)
-    ends it with one line; its connections are closed afterwards."""
-    runtime = _open_runtime(load_settings())
-    try:
-        yield runtime
-    except (ConsolidationError, ValueError) as exc:
-        fail(str(exc))
-    finally:
-        runtime.db.dispose()
+    ends it with one line; it is closed afterwards."""
+    with checked_runtime(load_settings()) as runtime:
+        try:
+            yield runtime
+        except (ConsolidationError, ValueError) as exc:
+            fail(str(exc))
 
 
-def _open_runtime(settings: AppSettings) -> ConsolidationRuntime:
-    """The runtime on the configured database, checked to be reachable and migrated."""
+@contextmanager
+def checked_runtime(settings: AppSettings) -> Iterator[ConsolidationRuntime]:
+    """The runtime on the configured database, checked to be reachable and migrated,
+    and closed (`runtime.close()`) however the command ends: the one way a command
+    lets go of its runtime."""
     from omoi_os.runtime import ConsolidationRuntime  # FastAPI and the rest: not for --help
 
     runtime = ConsolidationRuntime(settings)
     try:
         with database_errors_in_one_line():
             migrations.ensure_current(runtime.db.engine)
-    except typer.Exit:
-        runtime.db.dispose()
-        raise
-    return runtime
+        yield runtime
+    finally:
+        runtime.close()
 
 
 @app.command()
@@ -149,12 +149,13 @@ def serve(
 
     from omoi_os.api import create_app
 
-    _configure_logging(log_level)
     settings = load_settings()
     if _is_sqlite(settings):
         with database_errors_in_one_line():
             migrations.upgrade(settings.database_url)
-    _open_runtime(settings).db.dispose()
+    with checked_runtime(settings):
+        pass  # the app builds its own; this one only checks the database, before a bind
+    _configure_logging(log_level)  # only now: see _configure_logging
     # Bound before anything starts: a port in use ends here, with no scheduler or
     # worker ever started (uvicorn would start the app's lifespan first).
     listener = _bind(host, port)
@@ -180,6 +181,8 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _configure_logging(level: str) -> None:
+    """Log to stderr at `level`. Called once the database is checked: closing a runtime
+    that never started still logs its worker's stop, a second line under a refusal."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
     for chatty in ("alembic", "apscheduler"):  # their INFO lines repeat every few seconds
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -206,20 +209,21 @@ def worker(
 ) -> None:
     """Run consolidation workers in this process until SIGTERM or Ctrl-C; the job in
     progress then finishes its batch and is handed back."""
-    _configure_logging(log_level)
     settings = load_settings()
-    runtime = _open_runtime(settings)
-    metrics_server = _serve_worker_metrics(runtime, settings)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    runtime.worker.start()
-    typer.echo(f"worker {runtime.worker.worker_id} running; SIGTERM or Ctrl-C stops it", err=True)
-    stop.wait()
-    runtime.worker.stop()
-    if metrics_server is not None:
-        metrics_server.shutdown()
-    runtime.db.dispose()
+    with checked_runtime(settings) as runtime:
+        metrics_server = _serve_worker_metrics(runtime, settings)
+        _configure_logging(log_level)  # only now: see _configure_logging
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        runtime.worker.start()
+        typer.echo(
+            f"worker {runtime.worker.worker_id} running; SIGTERM or Ctrl-C stops it", err=True
+        )
+        stop.wait()
+        runtime.worker.stop()  # the worker's own grace for its batch, longer than close()'s
+        if metrics_server is not None:
+            metrics_server.shutdown()
 
 
 def _serve_worker_metrics(
@@ -236,7 +240,6 @@ def _serve_worker_metrics(
     try:
         server, _thread = start_http_server(port, addr=host, registry=runtime.metrics.registry)
     except OSError as exc:
-        runtime.db.dispose()
         fail(f"cannot serve worker metrics on {host}:{port}: {exc.strerror or exc}")
     typer.echo(f"worker metrics on http://{host}:{port}/metrics", err=True)
     return server
@@ -261,12 +264,8 @@ def purge(
             check_retention_days(older_than_days)
         except ValueError as exc:
             fail(f"--older-than-days {older_than_days}: {exc}")
-    runtime = _open_runtime(load_settings())
-    try:
-        with database_errors_in_one_line():
-            _purge(runtime, older_than_days, dry_run=dry_run)
-    finally:
-        runtime.db.dispose()
+    with checked_runtime(load_settings()) as runtime, database_errors_in_one_line():
+        _purge(runtime, older_than_days, dry_run=dry_run)
 
 
 def _purge(runtime: ConsolidationRuntime, older_than_days: int | None, *, dry_run: bool) -> None:
@@ -298,18 +297,16 @@ def trigger(
         parsed = json.loads(scope) if scope is not None else None
     except json.JSONDecodeError as exc:
         fail(f"--scope is not valid JSON: {exc}")
-    runtime = _open_runtime(settings)
-    try:
-        job_id = runtime.triggers.trigger_consolidation_sync(
-            project_id, TriggerType.MANUAL, parsed, triggered_by=_cli_principal()
-        )
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        fail(f"--scope: {'.'.join(map(str, error['loc']))}: {error['msg']}")
-    except ConsolidationError as exc:
-        fail(str(exc))
-    finally:
-        runtime.db.dispose()
+    with checked_runtime(settings) as runtime:
+        try:
+            job_id = runtime.triggers.trigger_consolidation_sync(
+                project_id, TriggerType.MANUAL, parsed, triggered_by=_cli_principal()
+            )
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            fail(f"--scope: {'.'.join(map(str, error['loc']))}: {error['msg']}")
+        except ConsolidationError as exc:
+            fail(str(exc))
     typer.echo(f"created consolidation job {job_id}")
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from omoi_os import testing
 from omoi_os.api import create_app
-from omoi_os.api.errors import MAX_BODY_BYTES
+from omoi_os.api.body_limit import MAX_BODY_BYTES
 from omoi_os.config import AppSettings
 from omoi_os.migrations import SchemaNotCurrent, head_revision
 from tests.conftest import require_postgres
@@ -115,6 +115,24 @@ def test_405_lists_every_method_of_the_path(client: TestClient) -> None:
     assert response.json() == {"detail": "Method Not Allowed"}
     assert root.status_code == 405
     assert root.headers["Allow"] == "GET, HEAD, OPTIONS"
+
+
+def test_a_path_outside_the_schema_answers_405_as_fastapi_does(client: TestClient) -> None:
+    posted = client.post("/docs")
+    options = client.options("/docs")
+
+    assert (posted.status_code, posted.json()) == (405, {"detail": "Method Not Allowed"})
+    assert sorted(posted.headers["Allow"].split(", ")) == ["GET", "HEAD"]  # Starlette's
+    assert (options.status_code, options.json()) == (405, {"detail": "Method Not Allowed"})
+
+
+def test_405_counts_a_route_added_after_the_first_405(client: TestClient) -> None:
+    before = client.delete("/healthz")
+    client.app.add_api_route("/healthz", lambda: None, methods=["POST"])  # type: ignore[attr-defined]
+    after = client.delete("/healthz")
+
+    assert before.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert after.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
 
 
 def test_health_and_metrics_need_no_token(client: TestClient) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from omoi_os.api import create_app
-from omoi_os.api.errors import MAX_BODY_BYTES
+from omoi_os.api.body_limit import MAX_BODY_BYTES
 from omoi_os.config import AppSettings
 from tests.support.api import AUTH, TOKEN, create_project
 from tests.support.factories import Factories

@@ -6,8 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from omoi_os.api.deps import Principal, Runtime
-from omoi_os.api.errors import ConsolidationRoute, error_responses, get_and_head
+from omoi_os.api.errors import error_responses
 from omoi_os.api.paging import Limit, Offset
+from omoi_os.api.route_class import ConsolidationRoute, get_and_head
 from omoi_os.api.schemas import (
     MemoryCreate,
     MemoryCreated,
