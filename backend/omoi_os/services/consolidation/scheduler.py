@@ -128,11 +128,6 @@ class ConsolidationScheduler:
             self._interrupt_stragglers(bound)
         logger.info("consolidation scheduler stopped", extra={"action": "scheduler_stopped"})
 
-    def fire_tick_now(self) -> None:
-        """Make the tick timer fire at once (for an operator's "run it now" and tests)."""
-        if self._scheduler is not None:
-            self._scheduler.modify_job(TICK_JOB_ID, next_run_time=datetime.now(UTC))
-
     def _interrupt_stragglers(self, waited: float) -> None:
         interrupted = self._in_flight.interrupt_all()
         if interrupted and self._in_flight.wait_idle(INTERRUPT_GRACE_S):

@@ -33,6 +33,7 @@ from tests.support.factories import T0, Factories
 from tests.support.logs import one, records
 from tests.support.polling import wait_for
 from tests.support.rows import stored_ticks
+from tests.support.schedules import SoonSchedule
 
 SCHEDULE = CronSchedule.parse("0 2 * * *")
 WAIT = 20.0  # generous: the machine running the tests may be busy
@@ -47,10 +48,11 @@ def _scheduler(
     on_tick: Callable[[], Any] = _nothing,
     periodic: list[Callable[[], Any]] | None = None,
     in_flight: InFlight | None = None,
+    schedule: Any = SCHEDULE,
     **options: Any,
 ) -> ConsolidationScheduler:
     return ConsolidationScheduler(
-        SCHEDULE,
+        schedule,
         on_tick=on_tick,
         periodic=periodic or [],
         in_flight=in_flight or InFlight(),
@@ -149,9 +151,6 @@ def test_stop_cancels_a_tick_stuck_on_a_lock_and_it_rolls_back(
         def stuck_tick() -> None:
             ticks.run_tick(tick)
 
-        scheduler = ConsolidationScheduler(
-            SCHEDULE, on_tick=stuck_tick, periodic=[], in_flight=in_flight, stop_timeout=0.5
-        )
         if blocker == "tick-record":
             # Another run holds this tick's record, uncommitted: ours waits for its outcome.
             holder.execute(
@@ -179,8 +178,11 @@ def test_stop_cancels_a_tick_stuck_on_a_lock_and_it_rolls_back(
             ).fetchone()
             return row is not None and row[0] == 1
 
+        # The tick timer fires once, a moment after start.
+        scheduler = ConsolidationScheduler(
+            SoonSchedule(), on_tick=stuck_tick, periodic=[], in_flight=in_flight, stop_timeout=0.5
+        )
         scheduler.start()
-        scheduler.fire_tick_now()
         wait_for(tick_waits_on_the_lock, timeout=WAIT, what="the tick to wait on the lock")
 
         began = time.monotonic()
@@ -219,21 +221,14 @@ def test_a_failing_tick_callback_is_logged_and_the_schedule_keeps_going(
         calls.append(time.monotonic())
         raise RuntimeError("database exploded")
 
-    scheduler = _scheduler(on_tick=broken_tick)
+    # A tick every 50 ms, from a moment after start, for as long as the test runs.
+    scheduler = _scheduler(on_tick=broken_tick, schedule=SoonSchedule(count=None))
     scheduler.start()
     try:
-        scheduler.fire_tick_now()
-        wait_for(lambda: len(records(caplog, "callback_failed")) == 1, timeout=WAIT)
+        wait_for(lambda: len(records(caplog, "callback_failed")) >= 1, timeout=WAIT)
         assert scheduler.running
-
-        def fired_again() -> bool:
-            # Fire until the timer runs it again (a fire while APScheduler still counts
-            # the first run as running is skipped by max_instances=1).
-            if len(calls) < 2:
-                scheduler.fire_tick_now()
-            return len(calls) >= 2
-
-        wait_for(fired_again, timeout=WAIT, interval=0.1, what="the tick to fire again")
+        # The timer fires again after the failure: the schedule kept going.
+        wait_for(lambda: len(calls) >= 2, timeout=WAIT, what="the tick to fire again")
     finally:
         scheduler.stop()
 
