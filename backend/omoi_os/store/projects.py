@@ -55,11 +55,6 @@ def project_exists(session: Session, project_id: uuid.UUID) -> bool:
     return session.scalar(select(Project.id).where(Project.id == project_id)) is not None
 
 
-def project_is_active(session: Session, project_id: uuid.UUID) -> bool | None:
-    """Whether the project is active; None if there is no such project."""
-    return session.scalar(select(Project.is_active).where(Project.id == project_id))
-
-
 def activity(session: Session, project_id: uuid.UUID) -> tuple[bool, bool] | None:
     """(is active, is paused) of the project; None if there is no such project."""
     row = session.execute(
