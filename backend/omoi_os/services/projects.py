@@ -137,8 +137,9 @@ class ProjectService:
         )
 
     def effective(self, project: Project) -> EffectiveSettings:
-        """The threshold and cooldown the triggers apply to `project` (the same COALESCE
-        their queries use)."""
+        """The threshold and cooldown the triggers apply to `project`: the Python twin
+        of store.projects.effective_threshold and effective_cooldown, which the
+        triggers' statements use (why both stay is said there; a test checks they agree)."""
         threshold, cooldown = project.consolidation_threshold, project.consolidation_cooldown
         return EffectiveSettings(
             threshold=self._settings.consolidation_threshold if threshold is None else threshold,

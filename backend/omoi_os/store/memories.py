@@ -120,23 +120,78 @@ def project_scoring_rows(project_id: uuid.UUID) -> Bound:
     return Bound(_SCORING_ROWS, {"project_id": project_id})
 
 
-@cache
-def _next_batch_statement(
-    *, unconsolidated_only: bool, by_type: bool, by_age: bool
-) -> Select[int, MemoryType, int, datetime, bool]:
-    # Built once per shape of scope: a job's batches differ only in their parameters.
-    conditions = [
-        TaskMemory.project_id == bindparam("project_id"),
-        TaskMemory.id > bindparam("after_id"),
-        TaskMemory.consolidation_job_id.is_distinct_from(bindparam("job_id")),
-    ]
+# Which of a batch scope's optional conditions apply: unconsolidated only, by type, by age.
+_Shape = tuple[bool, bool, bool]
+
+
+# Not frozen: in_scope builds one for every row of a scan, and a frozen dataclass costs
+# three times as much to build (about as much as scoring the row).
+@dataclass(slots=True)
+class BatchScope:
+    """Which of its project's memories a job's batches take, described once: its shape
+    and parameters make next_batch's SQL conditions (_scope_conditions), and `admits`
+    tests a memory already read (the runner's scan of a small project), condition by
+    condition in the same order. tests/store/test_memories.py checks the two agree."""
+
+    job_id: int  # what this job marked already is done: a resumed job counts it once
+    unconsolidated_only: bool
+    memory_types: Sequence[MemoryType] | None  # None or empty: every type
+    learned_before: datetime | None  # None: any age; else learned at or before it
+
+    def shape(self) -> _Shape:
+        """Which optional conditions apply: unconsolidated only, by type, by age."""
+        return (self.unconsolidated_only, bool(self.memory_types), self.learned_before is not None)
+
+    def parameters(self) -> dict[str, Any]:
+        """The values the scope's conditions bind."""
+        parameters: dict[str, Any] = {"job_id": self.job_id}
+        if self.memory_types:
+            parameters["memory_types"] = list(self.memory_types)
+        if self.learned_before is not None:
+            parameters["learned_before"] = self.learned_before
+        return parameters
+
+    def admits(
+        self,
+        *,
+        memory_type: MemoryType,
+        learned_at: datetime,
+        is_consolidated: bool,
+        consolidation_job_id: int | None,
+    ) -> bool:
+        """Python: the same conditions, on a memory already read."""
+        return (
+            consolidation_job_id != self.job_id
+            and not (self.unconsolidated_only and is_consolidated)
+            and (not self.memory_types or memory_type in self.memory_types)
+            and (self.learned_before is None or learned_at <= self.learned_before)
+        )
+
+
+def _scope_conditions(shape: _Shape) -> list[ColumnElement[bool]]:
+    """SQL: a BatchScope's conditions on task_memories, for a scope of this shape."""
+    # Values are bound by name, so that one statement serves every job of a shape. The
+    # unconsolidated condition compares with a literal false: that is what lets
+    # PostgreSQL read the partial index, whatever plan it caches.
+    unconsolidated_only, by_type, by_age = shape
+    conditions = [TaskMemory.consolidation_job_id.is_distinct_from(bindparam("job_id"))]
     if unconsolidated_only:
         conditions.append(TaskMemory.is_consolidated == false())
     if by_type:
         conditions.append(TaskMemory.memory_type.in_(bindparam("memory_types", expanding=True)))
     if by_age:
         conditions.append(TaskMemory.learned_at <= bindparam("learned_before"))
-    statement = select(*SCORING_COLUMNS).where(*conditions)
+    return conditions
+
+
+@cache
+def _next_batch_statement(shape: _Shape) -> Select[int, MemoryType, int, datetime, bool]:
+    # Built once per shape of scope: a job's batches differ only in their parameters.
+    statement = select(*SCORING_COLUMNS).where(
+        TaskMemory.project_id == bindparam("project_id"),
+        TaskMemory.id > bindparam("after_id"),
+        *_scope_conditions(shape),
+    )
     return statement.order_by(TaskMemory.id).limit(bindparam("size"))
 
 
@@ -152,22 +207,9 @@ def next_batch(
 ) -> Bound:
     """The next `size` memories in a job's scope after `after_id`, by id. Memories this
     job already marked are skipped, so a resumed job never counts one twice."""
-    statement = _next_batch_statement(
-        unconsolidated_only=unconsolidated_only,
-        by_type=bool(memory_types),
-        by_age=learned_before is not None,
-    )
-    parameters: dict[str, Any] = {
-        "project_id": project_id,
-        "after_id": after_id,
-        "job_id": job_id,
-        "size": size,
-    }
-    if memory_types:
-        parameters["memory_types"] = list(memory_types)
-    if learned_before is not None:
-        parameters["learned_before"] = learned_before
-    return Bound(statement, parameters)
+    scope = BatchScope(job_id, unconsolidated_only, memory_types, learned_before)
+    page = {"project_id": project_id, "after_id": after_id, "size": size}
+    return Bound(_next_batch_statement(scope.shape()), page | scope.parameters())
 
 
 def in_scope(
@@ -182,12 +224,13 @@ def in_scope(
     learned_before: datetime | None,
 ) -> bool:
     """next_batch's conditions, on a memory already read (the runner's scan of a small
-    project is its batches' source): the two agree (tests/store/test_memories.py)."""
-    return (
-        consolidation_job_id != job_id
-        and not (unconsolidated_only and is_consolidated)
-        and (not memory_types or memory_type in memory_types)
-        and (learned_before is None or learned_at <= learned_before)
+    project is its batches' source): BatchScope.admits."""
+    scope = BatchScope(job_id, unconsolidated_only, memory_types, learned_before)
+    return scope.admits(
+        memory_type=memory_type,
+        learned_at=learned_at,
+        is_consolidated=is_consolidated,
+        consolidation_job_id=consolidation_job_id,
     )
 
 

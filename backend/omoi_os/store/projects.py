@@ -55,11 +55,6 @@ def project_exists(session: Session, project_id: uuid.UUID) -> bool:
     return session.scalar(select(Project.id).where(Project.id == project_id)) is not None
 
 
-def project_is_active(session: Session, project_id: uuid.UUID) -> bool | None:
-    """Whether the project is active; None if there is no such project."""
-    return session.scalar(select(Project.is_active).where(Project.id == project_id))
-
-
 def activity(session: Session, project_id: uuid.UUID) -> tuple[bool, bool] | None:
     """(is active, is paused) of the project; None if there is no such project."""
     row = session.execute(
@@ -92,23 +87,37 @@ def count_active_projects(session: Session) -> tuple[int, int]:
 
 
 # --- a project's own threshold and cooldown ---------------------------------------------
+#
+# A project's own setting, when it has one, replaces the global setting: written here
+# once for SQL (every statement of the triggers uses these two) and once for Python
+# (ProjectService.effective, for the API and the command line). Both must stay: the
+# triggers apply it inside their statements (the backlog count stops at the effective
+# threshold; the deferred pass decides every project in one statement), and the API
+# reports it for projects it has read already. tests/services/test_projects.py checks
+# they agree.
 
 
-def effective_threshold(default: ColumnElement[Any]) -> ColumnElement[int]:
-    """SQL: the project's threshold, or `default` (the global setting) without one."""
-    return func.coalesce(Project.consolidation_threshold, default)
+def effective_threshold(
+    default: ColumnElement[Any], project: type[Project] = Project
+) -> ColumnElement[int]:
+    """SQL: the project's threshold, or `default` (the global setting) without one;
+    `project` may be an alias (a subquery about one project inside a query of many)."""
+    return func.coalesce(project.consolidation_threshold, default)
 
 
-def effective_cooldown(default: ColumnElement[Any]) -> ColumnElement[int]:
-    """SQL: the project's cooldown in seconds, or `default` (the global setting)."""
-    return func.coalesce(Project.consolidation_cooldown, default)
+def effective_cooldown(
+    default: ColumnElement[Any] | int, project: type[Project] = Project
+) -> ColumnElement[int]:
+    """SQL: the project's cooldown in seconds, or `default` (the global setting);
+    `project` as in effective_threshold."""
+    return func.coalesce(project.consolidation_cooldown, default)
 
 
 def threshold_of(project_id: ColumnElement[Any], default: ColumnElement[Any]) -> ScalarSelect[int]:
     """SQL: one project's effective threshold, as an uncorrelated scalar subquery
     (SQLite admits no reference to an outer query in a LIMIT, but this)."""
     other = aliased(Project)
-    statement = select(func.coalesce(other.consolidation_threshold, default))
+    statement = select(effective_threshold(default, other))
     return statement.where(other.id == project_id).correlate(None).scalar_subquery()
 
 
@@ -116,7 +125,7 @@ def largest_threshold_deferred(default: ColumnElement[Any]) -> ScalarSelect[int]
     """SQL: the largest effective threshold among projects with a deferred crossing: a
     bound for counting their backlogs in one statement (uncorrelated, see threshold_of)."""
     other = aliased(Project)
-    statement = select(func.max(func.coalesce(other.consolidation_threshold, default)))
+    statement = select(func.max(effective_threshold(default, other)))
     return (
         statement.where(other.threshold_crossed_at.is_not(None)).correlate(None).scalar_subquery()
     )
@@ -196,7 +205,7 @@ def cooled_down(
     # query: with the table itself the subquery would not be correlated, and would ask
     # whether *any* project had cooled down.
     other = aliased(Project)
-    cooldown = func.coalesce(other.consolidation_cooldown, default_cooldown)
+    cooldown = effective_cooldown(default_cooldown, other)
     project = select(other.id).where(
         other.id == project_id,
         other.is_active,

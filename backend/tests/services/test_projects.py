@@ -9,13 +9,15 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import literal, select
 
 from omoi_os.config import AppSettings
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
+from omoi_os.services.consolidation.triggers.threshold import PROBE
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.projects import KEEP, EffectiveSettings, ProjectService
+from omoi_os.store import projects as project_store
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0
 
@@ -198,6 +200,43 @@ def test_an_override_out_of_range_writes_nothing(
         projects.update(project.id, name="renamed", **changes)
 
     assert _stored(db) == before
+
+
+# Own (threshold, cooldown) overrides: none, either one, a zero cooldown (a value, not
+# "unset"), the bounds of each range, and the global values themselves.
+OVERRIDES = [(None, None), (5, None), (None, 0), (None, 60), (1, 604_800), (100_000, 0), (10, 300)]
+
+
+@pytest.mark.parametrize(("threshold", "cooldown"), [(100, 300), (10, 0)])
+def test_effective_settings_agree_with_what_the_triggers_apply(
+    db: DatabaseService, threshold: int, cooldown: int
+) -> None:
+    """ProjectService.effective (what the API and the command line report) and the SQL
+    the triggers apply (the threshold probe's threshold and cooldown, and the bound its
+    backlog count stops at) agree, whatever the project overrides."""
+    settings = AppSettings(consolidation_threshold=threshold, consolidation_cooldown=cooldown)
+    service = ProjectService(db, settings=settings)
+    projects = [
+        service.update(
+            service.create(f"p{n}").id, consolidation_threshold=t, consolidation_cooldown=c
+        )
+        for n, (t, c) in enumerate(OVERRIDES)
+    ]
+    defaults = {"threshold": threshold, "cooldown": cooldown}
+
+    applied, count_bounds = [], []
+    with db.read() as session:
+        for project in projects:
+            *_, own_threshold, own_cooldown = session.execute(
+                PROBE, defaults | {"project_id": project.id}
+            ).one()
+            applied.append(EffectiveSettings(threshold=own_threshold, cooldown=own_cooldown))
+            bound = project_store.threshold_of(literal(project.id), literal(threshold))
+            count_bounds.append(session.scalar(select(bound)))
+
+    reported = [service.effective(project) for project in projects]
+    assert applied == reported
+    assert count_bounds == [settings.threshold for settings in reported]
 
 
 # --- pausing ------------------------------------------------------------------------------

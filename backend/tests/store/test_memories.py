@@ -266,8 +266,16 @@ def test_next_batch_filters_learned_before_inclusively(backlog: _Backlog) -> Non
 
 
 @pytest.mark.parametrize("unconsolidated_only", [True, False])
-@pytest.mark.parametrize("memory_types", [None, [MemoryType.LEARNING, MemoryType.DECISION]])
-@pytest.mark.parametrize("learned_before", [None, T0 - timedelta(days=2)])
+@pytest.mark.parametrize(
+    "memory_types",
+    [None, [], [MemoryType.LEARNING, MemoryType.DECISION]],
+    ids=["types-none", "types-empty", "types-two"],
+)
+@pytest.mark.parametrize(
+    "learned_before",
+    [None, T0 - timedelta(days=2), T0 - timedelta(days=30)],
+    ids=["any-age", "m4-exactly", "none-old-enough"],
+)
 def test_in_scope_agrees_with_next_batch(
     backlog: _Backlog,
     unconsolidated_only: bool,
@@ -275,7 +283,9 @@ def test_in_scope_agrees_with_next_batch(
     learned_before: datetime | None,
 ) -> None:
     """The runner picks a small project's memories in scope from its scan, in Python
-    (in_scope), and a large project's with next_batch: the same memories either way."""
+    (in_scope), and a large project's with next_batch: the same memories either way,
+    for every condition of the scope, and whichever job asks (the current job marked
+    m6, the earlier one m3, and a job that marked nothing)."""
     b = backlog
     scope = {
         "unconsolidated_only": unconsolidated_only,
@@ -285,20 +295,21 @@ def test_in_scope_agrees_with_next_batch(
     statement, parameters = memory_store.project_scoring_rows(b.project)
     with b.db.read() as session:
         scanned = session.execute(statement, parameters).all()
-    picked = [
-        row.id
-        for row in scanned
-        if memory_store.in_scope(
-            memory_type=row.memory_type,
-            learned_at=row.learned_at,
-            is_consolidated=row.is_consolidated,
-            consolidation_job_id=row.consolidation_job_id,
-            job_id=b.current_job,
-            **scope,
-        )
-    ]
+    for job_id in (b.current_job, b.earlier_job, b.current_job + 1):
+        picked = [
+            row.id
+            for row in scanned
+            if memory_store.in_scope(
+                memory_type=row.memory_type,
+                learned_at=row.learned_at,
+                is_consolidated=row.is_consolidated,
+                consolidation_job_id=row.consolidation_job_id,
+                job_id=job_id,
+                **scope,
+            )
+        ]
 
-    assert sorted(picked) == b.batch(**scope)
+        assert sorted(picked) == b.batch(job_id=job_id, **scope), f"job {job_id}"
 
 
 def test_learned_before() -> None:

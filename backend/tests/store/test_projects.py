@@ -92,19 +92,20 @@ def test_get_project(db: DatabaseService, factories: Factories) -> None:
     assert missing is None
 
 
-def test_project_exists_and_is_active(db: DatabaseService, factories: Factories) -> None:
+def test_project_exists_and_activity(db: DatabaseService, factories: Factories) -> None:
     active = factories.project(name="active").id
     inactive = factories.project(name="inactive", is_active=False).id
+    paused = factories.project(name="paused", paused_at=T0, paused_by="alice").id
     unknown = uuid.uuid4()
+    projects = (active, inactive, paused, unknown)
 
     with db.read() as session:
-        exists = [project_store.project_exists(session, p) for p in (active, inactive, unknown)]
-        is_active = [
-            project_store.project_is_active(session, p) for p in (active, inactive, unknown)
-        ]
+        exists = [project_store.project_exists(session, p) for p in projects]
+        activity = [project_store.activity(session, p) for p in projects]
 
-    assert exists == [True, True, False]
-    assert is_active == [True, False, None]
+    assert exists == [True, True, True, False]
+    # (is active, is paused); None for a project that does not exist.
+    assert activity == [(True, False), (False, False), (True, True), None]
 
 
 def test_trigger_state_with_further_columns(db: DatabaseService, factories: Factories) -> None:
