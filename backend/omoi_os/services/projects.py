@@ -47,17 +47,20 @@ class EffectiveSettings:
 
 
 class ProjectService:
+    """Projects: create, read, list, change, pause and resume; deactivating one cancels
+    its active job."""
+
     def __init__(
         self,
         db: DatabaseService,
         *,
-        settings: AppSettings | None = None,
-        queue: TaskQueueService | None = None,
+        settings: AppSettings,
+        queue: TaskQueueService,
         clock: Clock = utc_now,
     ) -> None:
         self._db = db
-        self._settings = settings if settings is not None else AppSettings()
-        self._queue = queue or TaskQueueService(clock=clock)
+        self._settings = settings
+        self._queue = queue
         self._clock = clock
 
     def create(self, name: str, *, is_active: bool = True) -> Project:

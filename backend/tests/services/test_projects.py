@@ -17,6 +17,7 @@ from omoi_os.models import Project
 from omoi_os.services.consolidation.triggers.threshold import PROBE
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.projects import KEEP, EffectiveSettings, ProjectService
+from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import projects as project_store
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0
@@ -25,7 +26,7 @@ from tests.support.factories import T0
 @pytest.fixture
 def projects(db: DatabaseService, clock: FakeClock) -> ProjectService:
     settings = AppSettings(consolidation_threshold=100, consolidation_cooldown=300)
-    return ProjectService(db, settings=settings, clock=clock)
+    return ProjectService(db, settings=settings, queue=TaskQueueService(clock=clock), clock=clock)
 
 
 # Columns that creating or renaming a project leaves at their defaults.
@@ -215,7 +216,7 @@ def test_effective_settings_agree_with_what_the_triggers_apply(
     the triggers apply (the threshold probe's threshold and cooldown, and the bound its
     backlog count stops at) agree, whatever the project overrides."""
     settings = AppSettings(consolidation_threshold=threshold, consolidation_cooldown=cooldown)
-    service = ProjectService(db, settings=settings)
+    service = ProjectService(db, settings=settings, queue=TaskQueueService())
     projects = [
         service.update(
             service.create(f"p{n}").id, consolidation_threshold=t, consolidation_cooldown=c

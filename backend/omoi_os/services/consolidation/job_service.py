@@ -20,15 +20,17 @@ JobPage = Page[ConsolidationJob]
 
 
 class JobService:
+    """Jobs as operators see them: read one, list them, cancel one."""
+
     def __init__(
         self,
         db: DatabaseService,
         *,
-        queue: TaskQueueService | None = None,
+        queue: TaskQueueService,
         clock: Clock = utc_now,
     ) -> None:
         self._db = db
-        self._queue = queue or TaskQueueService(clock=clock)
+        self._queue = queue
         self._clock = clock
 
     def get(self, job_id: int) -> ConsolidationJob:

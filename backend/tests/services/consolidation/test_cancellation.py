@@ -42,7 +42,7 @@ class _Ops:
             db, settings=self.settings, task_queue=self.queue, clock=clock
         )
         self.jobs = JobService(db, queue=self.queue, clock=clock)
-        self.projects = ProjectService(db, queue=self.queue, clock=clock)
+        self.projects = ProjectService(db, settings=self.settings, queue=self.queue, clock=clock)
         self.clock = clock
         self.db = db
 

@@ -11,12 +11,13 @@ from omoi_os.errors import JobNotFound, ProjectNotFound
 from omoi_os.models import JobStatus, TriggerType
 from omoi_os.services.consolidation.job_service import JobPage, JobService
 from omoi_os.services.database import DatabaseService
+from omoi_os.services.task_queue import TaskQueueService
 from tests.support.factories import T0, Factories
 
 
 @pytest.fixture
 def jobs(db: DatabaseService) -> JobService:
-    return JobService(db)
+    return JobService(db, queue=TaskQueueService())
 
 
 def _ids(page: JobPage) -> list[int]:

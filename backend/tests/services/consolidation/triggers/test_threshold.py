@@ -30,6 +30,7 @@ from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerS
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService, NewMemory
 from omoi_os.services.projects import ProjectService
+from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
 from tests.support.clocks import FakeClock
 from tests.support.consolidation import MakeTriggers, finish_job, trigger_count, write_memories
@@ -347,11 +348,21 @@ def test_a_paused_project_s_crossing_is_dropped_and_resuming_starts_nothing(
     project = factories.project()
     triggers = make_triggers(consolidation_threshold=10)
     memories = MemoryService(db, triggers, clock=clock)
-    ProjectService(db, clock=clock).pause(project.id, by="alice")
+    ProjectService(
+        db,
+        settings=AppSettings(database_url=db.url),
+        queue=TaskQueueService(clock=clock),
+        clock=clock,
+    ).pause(project.id, by="alice")
 
     paused_writes = write_memories(memories, project.id, 12)
     assert triggers.threshold.fire_deferred() == []
-    ProjectService(db, clock=clock).resume(project.id)
+    ProjectService(
+        db,
+        settings=AppSettings(database_url=db.url),
+        queue=TaskQueueService(clock=clock),
+        clock=clock,
+    ).resume(project.id)
     assert triggers.threshold.fire_deferred() == []  # resuming fires nothing by itself
 
     assert paused_writes == [None] * 12
@@ -373,7 +384,12 @@ def test_pausing_forgets_a_deferred_crossing(
     write_memories(memories, project.id, 10)  # a crossing while the job runs: deferred
     assert _crossing_deferred(db)
 
-    ProjectService(db, clock=clock).pause(project.id, by="alice")
+    ProjectService(
+        db,
+        settings=AppSettings(database_url=db.url),
+        queue=TaskQueueService(clock=clock),
+        clock=clock,
+    ).pause(project.id, by="alice")
     finish_job(db, running, clock())
 
     assert triggers.threshold.fire_deferred() == []
@@ -419,3 +435,9 @@ def test_deferred_crossings_fire_by_each_project_s_own_threshold_and_cooldown(
 
     assert [stored_job(db, job).project_id for job in fired_quick] == [quick]
     assert [stored_job(db, job).project_id for job in fired_small] == [small]
+
+
+def _projects(db: DatabaseService, clock: FakeClock) -> ProjectService:
+    """The project service a runtime on `db` would hold."""
+    settings = AppSettings(database_url=db.url)
+    return ProjectService(db, settings=settings, queue=TaskQueueService(clock=clock), clock=clock)

@@ -27,6 +27,7 @@ from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerS
 from omoi_os.services.consolidation.triggers.tick import TickResult
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.projects import ProjectService
+from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
 from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
 from tests.support.clocks import FakeClock
@@ -362,7 +363,9 @@ def test_a_paused_project_gets_no_scheduled_job_and_is_counted(
 ) -> None:
     working, paused_with_work, paused_busy = factories.projects(3, new_memories=1)
     factories.projects(2)  # idle
-    projects = ProjectService(db)
+    projects = ProjectService(
+        db, settings=AppSettings(database_url=db.url), queue=TaskQueueService()
+    )
     for paused in (paused_with_work, paused_busy):
         projects.pause(paused, by="alice")
     manual = factories.job(paused_busy)  # a manual job still runs while paused
