@@ -27,18 +27,19 @@ from sqlalchemy.orm import Session
 if TYPE_CHECKING:
     from omoi_os.engines.listener import QueueListener
     from omoi_os.services.database import DatabaseService
+    from omoi_os.store.jobs import StartedJob
     from omoi_os.store.memories import MemoryWrite
     from omoi_os.store.retention import Batch, History
+    from omoi_os.store.tasks import ClaimedTask
 
 
 @dataclass(frozen=True)
 class Started:
-    """A claim and its job's start: the claimed task's columns (store.tasks.CLAIM's
-    RETURNING), and the started job's (store.jobs.START's), None if the job ended
-    meanwhile and must not run."""
+    """A claim and its job's start: the claimed task, and the started job (None if the
+    job ended meanwhile and must not run)."""
 
-    task: tuple[Any, ...]
-    job: tuple[Any, ...] | None
+    task: ClaimedTask
+    job: StartedJob | None
 
 
 @dataclass(frozen=True)

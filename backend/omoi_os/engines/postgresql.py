@@ -86,8 +86,9 @@ class PostgresEngine(DatabaseEngine):
         if row is None:
             return None
         width = len(task_store.CLAIM_COLUMNS)
-        job = tuple(row[width:])
-        return Started(tuple(row[:width]), None if job[0] is None else job)
+        task, job = row[:width], row[width:]
+        started = None if job[0] is None else job_store.StartedJob(*job)
+        return Started(task_store.ClaimedTask(*task), started)
 
     def complete(
         self,

@@ -56,12 +56,12 @@ class SQLiteEngine(DatabaseEngine):
 
     def claim_and_start(self, db: DatabaseService, parameters: dict[str, Any]) -> Started | None:
         with db.transaction() as session:
-            claimed = session.connection().execute(task_store.CLAIM, parameters).one_or_none()
-            if claimed is None:
+            claimed = task_store.claim(session, parameters)
+            if not claimed:
                 return None
-            start = {"job_id": job_store.job_id_for_task(claimed.task_id), "now": parameters["now"]}
-            started = session.connection().execute(job_store.START, start).one_or_none()
-        return Started(tuple(claimed), None if started is None else tuple(started))
+            job_id = job_store.job_id_for_task(claimed[0].task_id)
+            started = job_store.start_job(session, job_id, now=parameters["now"])
+        return Started(claimed[0], started)
 
     def complete(
         self,

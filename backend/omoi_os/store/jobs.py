@@ -1,4 +1,4 @@
-"""The SQL of `consolidation_jobs` and `consolidation_ticks`.
+"""The SQL of `consolidation_jobs` (a tick's record is store/ticks.py's).
 
 Every function works inside the caller's session and transaction. Uniqueness is left
 to the database's indexes (`INSERT … ON CONFLICT DO NOTHING`), never to a
@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum, StrEnum
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
@@ -37,10 +37,8 @@ from omoi_os.errors import JobNotFound
 from omoi_os.models import (
     ACTIVE_JOB_STATUSES,
     ConsolidationJob,
-    ConsolidationTick,
     JobStatus,
     Project,
-    SchedulePause,
     TriggerType,
     is_active_job,
 )
@@ -48,7 +46,6 @@ from omoi_os.models.base import cast_table
 from omoi_os.store.sql import execute_counting, insert_ignoring_conflicts
 
 _jobs = cast_table(ConsolidationJob)
-_ticks = cast_table(ConsolidationTick)
 
 # --- a job on the task queue -----------------------------------------------------------
 
@@ -240,11 +237,6 @@ def count_active_jobs(session: Session) -> dict[JobStatus, int]:
     return {status: counts.get(status, 0) for status in ACTIVE_JOB_STATUSES}
 
 
-def count_jobs_of_tick(session: Session, tick: datetime) -> int:
-    statement = select(func.count()).where(ConsolidationJob.scheduled_for == tick)
-    return session.scalar(statement) or 0
-
-
 # --- the worker's transitions ----------------------------------------------------------
 
 
@@ -276,13 +268,13 @@ def start_statement(job_id: ColumnElement[Any]) -> Update:
     )
 
 
-START = start_statement(bindparam("job_id"))
+_START = start_statement(bindparam("job_id"))
 
 
 def start_job(session: Session, job_id: int, *, now: datetime) -> StartedJob | None:
     """pending (or running, when a dead worker's task was reclaimed) → running.
     None if the job ended meanwhile (cancelled, timed out …): it must not run."""
-    row = session.connection().execute(START, {"job_id": job_id, "now": now}).one_or_none()
+    row = session.connection().execute(_START, {"job_id": job_id, "now": now}).one_or_none()
     return None if row is None else StartedJob(*row)
 
 
@@ -444,77 +436,3 @@ def fail_active_jobs(
         .returning(_jobs.c.id, _jobs.c.project_id)
     )
     return [(job_id, project_id) for job_id, project_id in session.execute(statement)]
-
-
-# --- ticks -----------------------------------------------------------------------------
-
-
-class TickClaim(Enum):
-    """What claiming a tick found."""
-
-    RUN = "run"  # this run recorded the tick: it writes the jobs
-    SCHEDULE_PAUSED = "schedule_paused"  # recorded, passed over: the schedule is paused
-    ALREADY_RECORDED = "already_recorded"  # another run recorded it before
-
-
-def record_tick(
-    session: Session, tick: datetime, *, now: datetime, caught_up: bool = False
-) -> TickClaim:
-    """Claim `tick` for this run. A concurrent run's uncommitted claim makes this wait
-    for its outcome (PostgreSQL), so exactly one run of a tick writes its jobs. The
-    schedule's pause is read by the same statement that records the tick, so a tick
-    is either run or recorded as passed over, never both and never neither."""
-    paused = select(SchedulePause.id).exists()
-    statement = (
-        insert_ignoring_conflicts(ConsolidationTick)
-        .values(
-            scheduled_for=tick,
-            fired_at=now,
-            jobs_created=0,
-            schedule_paused=paused,
-            caught_up=caught_up,
-        )
-        .returning(_ticks.c.schedule_paused)
-    )
-    schedule_paused = session.execute(statement).scalar_one_or_none()
-    if schedule_paused is None:
-        return TickClaim.ALREADY_RECORDED
-    return TickClaim.SCHEDULE_PAUSED if schedule_paused else TickClaim.RUN
-
-
-def set_tick_outcome(
-    session: Session,
-    tick: datetime,
-    *,
-    created: int,
-    skipped_active: int,
-    skipped_idle: int,
-    skipped_paused: int,
-) -> None:
-    """What the run of `tick` did: jobs created, and active projects passed over."""
-    session.execute(
-        update(_ticks)
-        .where(_ticks.c.scheduled_for == tick)
-        .values(
-            jobs_created=created,
-            skipped_active=skipped_active,
-            skipped_idle=skipped_idle,
-            skipped_paused=skipped_paused,
-        )
-    )
-
-
-def list_ticks(session: Session, *, limit: int, offset: int) -> list[ConsolidationTick]:
-    """Recorded ticks, newest first (read from the primary key)."""
-    statement = (
-        select(ConsolidationTick)
-        .order_by(ConsolidationTick.scheduled_for.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return list(session.scalars(statement))
-
-
-def tick_recorded(session: Session, tick: datetime) -> bool:
-    """Did a run of `tick` commit (here or on another replica)?"""
-    return bool(session.scalar(select(exists().where(ConsolidationTick.scheduled_for == tick))))

@@ -25,7 +25,9 @@ from omoi_os.services.database import DatabaseService
 from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
 from omoi_os.store import schedule_pause as pause_store
-from omoi_os.store.jobs import CONSOLIDATION_TASK, NewJob, StartedJob, TickClaim
+from omoi_os.store import ticks as tick_store
+from omoi_os.store.jobs import CONSOLIDATION_TASK, NewJob, StartedJob
+from omoi_os.store.ticks import TickClaim
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0, Factories
 from tests.support.rows import stored_jobs
@@ -639,17 +641,17 @@ def test_a_queued_task_is_not_a_dead_one(
 def test_record_tick_runs_it_once_then_finds_it_recorded(db: DatabaseService) -> None:
     tick = T0.replace(hour=2)
     with db.read() as session:
-        assert job_store.tick_recorded(session, tick) is False
+        assert tick_store.tick_recorded(session, tick) is False
 
     with db.transaction() as session:
-        first = job_store.record_tick(session, tick, now=tick + timedelta(seconds=1))
+        first = tick_store.record_tick(session, tick, now=tick + timedelta(seconds=1))
     with db.transaction() as session:
-        second = job_store.record_tick(session, tick, now=tick + timedelta(minutes=1))
+        second = tick_store.record_tick(session, tick, now=tick + timedelta(minutes=1))
 
     assert (first, second) == (TickClaim.RUN, TickClaim.ALREADY_RECORDED)
     with db.read() as session:
-        assert job_store.tick_recorded(session, tick) is True
-        assert job_store.tick_recorded(session, tick + timedelta(days=1)) is False
+        assert tick_store.tick_recorded(session, tick) is True
+        assert tick_store.tick_recorded(session, tick + timedelta(days=1)) is False
         rows = session.execute(select(ConsolidationTick.__table__)).all()
     # scheduled_for, fired_at, jobs_created, skipped_active, skipped_idle,
     # skipped_paused, schedule_paused, caught_up
@@ -664,13 +666,13 @@ def test_record_tick_reads_the_schedule_s_pause_and_says_if_caught_up(
     paused_tick, later_tick = T0.replace(hour=2), T0.replace(hour=3)
     with db.transaction() as session:
         pause_store.insert_pause(session, at=T0, by="alice", reason=None)
-        paused = job_store.record_tick(session, paused_tick, now=T0, caught_up=True)
+        paused = tick_store.record_tick(session, paused_tick, now=T0, caught_up=True)
         pause_store.delete_pause(session)
-        running = job_store.record_tick(session, later_tick, now=T0)
+        running = tick_store.record_tick(session, later_tick, now=T0)
 
     assert (paused, running) == (TickClaim.SCHEDULE_PAUSED, TickClaim.RUN)
     with db.read() as session:
-        ticks = job_store.list_ticks(session, limit=10, offset=0)
+        ticks = tick_store.list_ticks(session, limit=10, offset=0)
     assert [(t.scheduled_for, t.schedule_paused, t.caught_up) for t in ticks] == [
         (later_tick, False, False),
         (paused_tick, True, True),
@@ -681,21 +683,21 @@ def test_a_rolled_back_tick_is_not_recorded(db: DatabaseService) -> None:
     tick = T0.replace(hour=2)
 
     with pytest.raises(RuntimeError), db.transaction() as session:
-        assert job_store.record_tick(session, tick, now=T0) is TickClaim.RUN
+        assert tick_store.record_tick(session, tick, now=T0) is TickClaim.RUN
         raise RuntimeError("the fan-out failed")
 
     with db.read() as session:
-        assert job_store.tick_recorded(session, tick) is False
+        assert tick_store.tick_recorded(session, tick) is False
     with db.transaction() as session:
-        assert job_store.record_tick(session, tick, now=T0) is TickClaim.RUN
+        assert tick_store.record_tick(session, tick, now=T0) is TickClaim.RUN
 
 
 def test_set_tick_outcome(db: DatabaseService) -> None:
     tick, other = T0.replace(hour=2), T0.replace(hour=3)
     with db.transaction() as session:
-        job_store.record_tick(session, tick, now=T0)
-        job_store.record_tick(session, other, now=T0)
-        job_store.set_tick_outcome(
+        tick_store.record_tick(session, tick, now=T0)
+        tick_store.record_tick(session, other, now=T0)
+        tick_store.set_tick_outcome(
             session, tick, created=17, skipped_active=3, skipped_idle=980, skipped_paused=4
         )
 

@@ -102,19 +102,18 @@ class JobQueue:
         started = self._db.backend.claim_and_start(self._db, parameters)
         if started is None:
             return None
-        task = ClaimedTask(*started.task)
-        if started.job is None:
+        task, job = started.task, started.job
+        if job is None:
             with self._db.transaction() as session:
                 self._queue.complete(session=session, task=task, worker_id=worker_id)
             return EndedUnrun(task)
-        job_id, project_id, scope, result, cancel_requested_at = started.job
         return ClaimedJob(
             task=task,
-            id=job_id,
-            project_id=project_id,
-            scope=ConsolidationScope.model_validate(scope),
-            previous_result=result,
-            cancel_requested=cancel_requested_at is not None,
+            id=job.id,
+            project_id=job.project_id,
+            scope=ConsolidationScope.model_validate(job.scope),
+            previous_result=job.result,
+            cancel_requested=job.cancel_requested_at is not None,
         )
 
     def next_claimable_at(self) -> datetime | None:

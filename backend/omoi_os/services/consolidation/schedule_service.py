@@ -15,8 +15,8 @@ from omoi_os.models import ConsolidationTick, SchedulePause
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.paging import Page
 from omoi_os.services.projects import MAX_PAUSE_REASON
-from omoi_os.store import jobs as job_store
 from omoi_os.store import schedule_pause as pause_store
+from omoi_os.store import ticks as tick_store
 
 logger = logging.getLogger(__name__)
 
@@ -57,5 +57,5 @@ class ScheduleService:
     def ticks(self, *, limit: int = 50, offset: int = 0) -> Page[ConsolidationTick]:
         """The recorded ticks, newest first."""
         with self._db.read() as session:
-            rows = job_store.list_ticks(session, limit=limit + 1, offset=offset)
+            rows = tick_store.list_ticks(session, limit=limit + 1, offset=offset)
         return Page.cut(rows, limit=limit, offset=offset)

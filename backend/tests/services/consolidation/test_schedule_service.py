@@ -10,7 +10,7 @@ import pytest
 from omoi_os.models import SchedulePause
 from omoi_os.services.consolidation.schedule_service import ScheduleService
 from omoi_os.services.database import DatabaseService
-from omoi_os.store import jobs as job_store
+from omoi_os.store import ticks as tick_store
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0, Factories
 
@@ -52,7 +52,7 @@ def test_ticks_newest_first_in_pages(db: DatabaseService, schedule: ScheduleServ
     ticks = [T0 + timedelta(hours=hour) for hour in range(5)]
     with db.transaction() as session:
         for tick in ticks:
-            job_store.record_tick(session, tick, now=tick)
+            tick_store.record_tick(session, tick, now=tick)
 
     first = schedule.ticks(limit=2)
     last = schedule.ticks(limit=2, offset=4)

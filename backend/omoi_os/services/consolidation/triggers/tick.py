@@ -42,6 +42,7 @@ from omoi_os.services.threads import InFlight
 from omoi_os.store import jobs as job_store
 from omoi_os.store import memories as memory_store
 from omoi_os.store import projects as project_store
+from omoi_os.store import ticks as tick_store
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ class TickTrigger:
         now = self._clock()
         latest = due_tick(self.schedule, now)
         with self._db.read() as session:
-            recorded = latest is not None and job_store.tick_recorded(session, latest)
+            recorded = latest is not None and tick_store.tick_recorded(session, latest)
         grace = timedelta(seconds=self._settings.consolidation_misfire_grace)
         decision = decide_catch_up(latest, recorded, now, grace)
         if decision is CatchUp.RUN and latest is not None:
@@ -148,20 +149,20 @@ class TickTrigger:
             self._db.transaction() as session,
             self._in_flight.interruptible(raw_connection(session)),
         ):
-            claim = job_store.record_tick(session, tick, now=now, caught_up=caught_up)
-            if claim is not job_store.TickClaim.RUN:
+            claim = tick_store.record_tick(session, tick, now=now, caught_up=caught_up)
+            if claim is not tick_store.TickClaim.RUN:
                 return TickResult(
                     tick,
                     0,
                     0,
                     0,
-                    already_recorded=claim is job_store.TickClaim.ALREADY_RECORDED,
+                    already_recorded=claim is tick_store.TickClaim.ALREADY_RECORDED,
                     seconds=time.perf_counter() - started,
-                    schedule_paused=claim is job_store.TickClaim.SCHEDULE_PAUSED,
+                    schedule_paused=claim is tick_store.TickClaim.SCHEDULE_PAUSED,
                 )
             created = self._write_jobs(session, tick)
             result = self._count_passed_over(session, tick, created)
-            job_store.set_tick_outcome(
+            tick_store.set_tick_outcome(
                 session,
                 tick,
                 created=created,

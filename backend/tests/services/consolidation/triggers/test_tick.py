@@ -29,6 +29,7 @@ from omoi_os.services.database import DatabaseService
 from omoi_os.services.projects import ProjectService
 from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store import jobs as job_store
+from omoi_os.store import ticks as tick_store
 from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
 from tests.support.clocks import FakeClock
 from tests.support.consolidation import MakeTriggers, finish_job, trigger_count
@@ -313,7 +314,7 @@ def test_a_tick_whose_run_failed_is_retried_by_the_next_run_due(
 def _ticks(db: DatabaseService) -> list[tuple[Any, ...]]:
     """Every recorded tick, oldest first, as its history shows it."""
     with db.read() as session:
-        rows = reversed(job_store.list_ticks(session, limit=100, offset=0))
+        rows = reversed(tick_store.list_ticks(session, limit=100, offset=0))
         return [
             (
                 t.scheduled_for,
