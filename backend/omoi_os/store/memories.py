@@ -84,6 +84,9 @@ def unconsolidated_count_upto(
         select(TaskMemory.id)
         .where(TaskMemory.project_id == project_id, TaskMemory.is_consolidated == false())
         .limit(limit)
+        # Correlated with the caller's project row: without this, a statement over
+        # many projects (the deferred pass) counted every project's backlog as each one's.
+        .correlate_except(TaskMemory)
         .subquery()
     )
     return select(func.count()).select_from(backlog).scalar_subquery()

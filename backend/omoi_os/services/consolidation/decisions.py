@@ -58,6 +58,8 @@ def decide_threshold(
     probe: ThresholdProbe, *, threshold: int, cooldown: timedelta, now: datetime
 ) -> TriggerOutcome:
     """Should this memory write start a consolidation job?"""
+    # The deferred pass applies the same rule in SQL (triggers/threshold.py,
+    # fire_deferred); test_threshold.py runs one table of cases through both.
     if not probe.project_active:
         return TriggerOutcome.SKIPPED_INACTIVE
     if probe.project_paused:

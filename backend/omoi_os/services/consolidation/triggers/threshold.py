@@ -7,7 +7,9 @@ One query gathers what the decision needs, counting the backlog no further than 
 threshold, so its cost does not grow with the backlog; the decision itself is a pure
 function (decisions.decide_threshold). A crossing that comes while a job is active or
 the cooldown runs is remembered on the project, and the periodic pass fires it once
-both are over (`fire_deferred`), so it is never lost waiting for the next write.
+both are over (`fire_deferred`), so it is never lost waiting for the next write. That
+pass applies the same rule in SQL, to every deferred crossing in one statement; a test
+holds the two forms to one table of cases.
 
 A crossing while the project is paused is dropped, not deferred (and pausing forgets
 one already deferred): resuming a project starts nothing by itself; its next memory
@@ -154,6 +156,11 @@ class ThresholdTrigger:
         backlog = memory_store.unconsolidated_count_upto(
             project_id, project_store.largest_threshold_deferred(default_threshold)
         )
+        # decide_threshold's rule again, in SQL: the pass decides every marked project in
+        # one statement, so only the jobs it creates come back to Python however many
+        # wait (after a fleet tick, most projects have an active job). The check after a
+        # write keeps the Python form: it needs the outcome itself (metric, log line,
+        # deferral). test_threshold.py runs one table of cases through both.
         due = marked.where(
             project_store.cooled_down(
                 project_id, now=now, default_cooldown=self._settings.consolidation_cooldown

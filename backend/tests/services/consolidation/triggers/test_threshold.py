@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,8 +27,14 @@ from omoi_os.models import (
     TaskMemory,
     TriggerType,
 )
-from omoi_os.services.consolidation.decisions import starts_cooldown
+from omoi_os.services.consolidation.decisions import (
+    ThresholdProbe,
+    TriggerOutcome,
+    decide_threshold,
+    starts_cooldown,
+)
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
+from omoi_os.services.consolidation.triggers.threshold import PROBE
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService, NewMemory
 from omoi_os.services.projects import ProjectService
@@ -34,7 +42,7 @@ from omoi_os.services.task_queue import TaskQueueService
 from omoi_os.store.jobs import CONSOLIDATION_TASK, task_id_for_job
 from tests.support.clocks import FakeClock
 from tests.support.consolidation import MakeTriggers, finish_job, trigger_count, write_memories
-from tests.support.factories import Factories
+from tests.support.factories import T0, Factories
 from tests.support.logs import one, records
 from tests.support.rows import stored_job, stored_jobs
 
@@ -435,6 +443,128 @@ def test_deferred_crossings_fire_by_each_project_s_own_threshold_and_cooldown(
 
     assert [stored_job(db, job).project_id for job in fired_quick] == [quick]
     assert [stored_job(db, job).project_id for job in fired_small] == [small]
+
+
+# --- one rule, twice: the check after a write (Python) and the deferred pass (SQL) --------
+
+
+@dataclass(frozen=True)
+class _Case:
+    """A project with a deferred crossing, as the periodic pass finds it. Global
+    settings: threshold 10, cooldown 300 s; each project also has 20 consolidated
+    memories, which never count."""
+
+    outcome: TriggerOutcome  # what the check after a write decides
+    kept: bool  # whether the crossing is still deferred after the pass
+    backlog: int = 10
+    is_active: bool = True
+    paused: bool = False
+    active_job: bool = False
+    cooled_for: int | None = None  # seconds since the cooldown started; None: never
+    threshold: int | None = None  # the project's own
+    cooldown: int | None = None  # the project's own
+
+    @property
+    def cooldown_from(self) -> datetime | None:
+        return None if self.cooled_for is None else T0 - timedelta(seconds=self.cooled_for)
+
+    def seed(self, factories: Factories) -> uuid.UUID:
+        project = factories.project(
+            is_active=self.is_active,
+            threshold_crossed_at=T0 - timedelta(minutes=10),
+            paused_at=T0 if self.paused else None,
+            paused_by="alice" if self.paused else None,
+            consolidation_threshold=self.threshold,
+            consolidation_cooldown=self.cooldown,
+            cooldown_from=self.cooldown_from,
+        ).id
+        factories.memories(project, self.backlog)
+        factories.memories(project, 20, is_consolidated=True)
+        if self.active_job:
+            factories.job(project, status=JobStatus.RUNNING)
+        return project
+
+
+_O = TriggerOutcome
+_CASES = {
+    "at-the-threshold": _Case(_O.CREATED, kept=False),
+    "over-it": _Case(_O.CREATED, kept=False, backlog=25),
+    "below-it": _Case(_O.SKIPPED_BELOW_THRESHOLD, kept=False, backlog=9),
+    "a-job-is-active": _Case(_O.SKIPPED_ACTIVE, kept=True, active_job=True),
+    "active-job-and-cooldown": _Case(_O.SKIPPED_ACTIVE, kept=True, active_job=True, cooled_for=0),
+    "cooldown-runs": _Case(_O.SKIPPED_COOLDOWN, kept=True, cooled_for=299),
+    "cooldown-just-over": _Case(_O.CREATED, kept=False, cooled_for=300),
+    "own-cooldown-runs": _Case(_O.SKIPPED_COOLDOWN, kept=True, cooled_for=59, cooldown=60),
+    "own-cooldown-just-over": _Case(_O.CREATED, kept=False, cooled_for=60, cooldown=60),
+    "own-cooldown-zero": _Case(_O.CREATED, kept=False, cooled_for=0, cooldown=0),
+    "own-threshold-reached": _Case(_O.CREATED, kept=False, backlog=3, threshold=3),
+    "own-threshold-not-reached": _Case(
+        _O.SKIPPED_BELOW_THRESHOLD, kept=False, backlog=25, threshold=50
+    ),
+    "inactive": _Case(_O.SKIPPED_INACTIVE, kept=True, is_active=False),
+    "inactive-and-below": _Case(_O.SKIPPED_INACTIVE, kept=False, is_active=False, backlog=9),
+    "paused": _Case(_O.SKIPPED_PAUSED, kept=False, paused=True),
+    "paused-with-an-active-job": _Case(_O.SKIPPED_PAUSED, kept=False, paused=True, active_job=True),
+}
+
+
+def _checked(db: DatabaseService, project: uuid.UUID) -> TriggerOutcome:
+    """What the check after a write decides: its own probe, then decide_threshold."""
+    with db.read() as session:
+        *state, threshold, cooldown = session.execute(
+            PROBE, {"project_id": project, "threshold": 10, "cooldown": 300}
+        ).one()
+    return decide_threshold(
+        ThresholdProbe(*state), threshold=threshold, cooldown=timedelta(seconds=cooldown), now=T0
+    )
+
+
+def _deferred_pass(
+    db: DatabaseService, make_triggers: MakeTriggers
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """The projects the deferred pass fired, and those whose crossing it kept."""
+    triggers = make_triggers(consolidation_threshold=10, consolidation_cooldown=300)
+    jobs = triggers.threshold.fire_deferred()
+    with db.read() as session:
+        kept = set(
+            session.scalars(select(Project.id).where(Project.threshold_crossed_at.is_not(None)))
+        )
+    return {stored_job(db, job).project_id for job in jobs}, kept
+
+
+@pytest.mark.parametrize("case", _CASES.values(), ids=_CASES.keys())
+def test_the_deferred_pass_fires_exactly_when_the_check_would(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers, case: _Case
+) -> None:
+    """decide_threshold (the check after a write) and fire_deferred's SQL (the periodic
+    pass, set-based) are one rule written twice: they agree on every case."""
+    project = case.seed(factories)
+
+    outcome = _checked(db, project)
+    fired, kept = _deferred_pass(db, make_triggers)
+
+    assert outcome is case.outcome
+    assert (project in fired) is (outcome is TriggerOutcome.CREATED)
+    assert (project in kept) is case.kept
+
+
+def test_the_deferred_pass_agrees_with_the_check_for_many_projects_at_once(
+    db: DatabaseService, factories: Factories, make_triggers: MakeTriggers
+) -> None:
+    """The same table in one pass, as production runs it: each project is judged by
+    its own backlog, cooldown and job, never by another's."""
+    projects = {name: case.seed(factories) for name, case in _CASES.items()}
+
+    outcomes = {name: _checked(db, project) for name, project in projects.items()}
+    fired, kept = _deferred_pass(db, make_triggers)
+
+    assert outcomes == {name: case.outcome for name, case in _CASES.items()}
+    assert {name for name, project in projects.items() if project in fired} == {
+        name for name, outcome in outcomes.items() if outcome is TriggerOutcome.CREATED
+    }
+    assert {name for name, project in projects.items() if project in kept} == {
+        name for name, case in _CASES.items() if case.kept
+    }
 
 
 def _projects(db: DatabaseService, clock: FakeClock) -> ProjectService:
