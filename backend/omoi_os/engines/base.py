@@ -9,7 +9,7 @@ batch as arrays (`unnest`), autocommitting a single statement, waking workers
 same writes one after the other, under the database's single write lock.
 
 Engines hold no state: `engine_for` (omoi_os.engines) picks the one for a connection's
-database, once per DatabaseService.
+database, once per DatabaseService (which is a `Pools`).
 """
 
 from __future__ import annotations
@@ -19,18 +19,28 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Select
+from sqlalchemy import Engine as SQLAlchemyEngine
 from sqlalchemy.orm import Session
 
 if TYPE_CHECKING:
     from omoi_os.engines.listener import QueueListener
-    from omoi_os.services.database import DatabaseService
     from omoi_os.store.jobs import StartedJob
     from omoi_os.store.memories import MemoryWrite
     from omoi_os.store.retention import Batch, History
     from omoi_os.store.tasks import ClaimedTask
+
+
+class Pools(Protocol):
+    """The connections an engine may open: one pool, lent as it is or autocommitting."""
+
+    @property
+    def engine(self) -> SQLAlchemyEngine: ...
+
+    @property
+    def autocommit_engine(self) -> SQLAlchemyEngine: ...
 
 
 @dataclass(frozen=True)
@@ -61,9 +71,7 @@ class DatabaseEngine(ABC):
     # --- connections -------------------------------------------------------------------
 
     @abstractmethod
-    def single_statement(
-        self, db: DatabaseService, *, read_only: bool
-    ) -> AbstractContextManager[Connection]:
+    def single_statement(self, db: Pools, *, read_only: bool) -> AbstractContextManager[Connection]:
         """A connection of `db`'s pool for work that is one statement (a read, or a
         write whose parts are one statement's CTEs); `read_only` never takes a write
         lock."""
@@ -88,7 +96,7 @@ class DatabaseEngine(ABC):
     # --- a job and its task --------------------------------------------------------------
 
     @abstractmethod
-    def claim_and_start(self, db: DatabaseService, parameters: dict[str, Any]) -> Started | None:
+    def claim_and_start(self, db: Pools, parameters: dict[str, Any]) -> Started | None:
         """Claim the oldest due task (store.tasks.CLAIM's parameters) and start its job
         (store.jobs.START), as one unit; None if nothing was due."""
 

@@ -36,19 +36,20 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
-from omoi_os.engines.base import Completion, DatabaseEngine, Started
+from omoi_os.engines.base import Completion, DatabaseEngine, Pools, Started
 from omoi_os.engines.listener import NOTIFY_CHANNEL, QueueListener
 from omoi_os.models import QueuedTask, TaskState
 from omoi_os.store import jobs as job_store
 from omoi_os.store import memories as memory_store
 from omoi_os.store import projects as project_store
 from omoi_os.store import tasks as task_store
-from omoi_os.store.sql import execute_counting, insert_ignoring_conflicts
+from omoi_os.store.sql import InstantBefore, execute_counting, insert_ignoring_conflicts
 
 if TYPE_CHECKING:
-    from omoi_os.services.database import DatabaseService
     from omoi_os.store.memories import MemoryWrite
     from omoi_os.store.retention import Batch, History
 
@@ -57,7 +58,7 @@ class PostgresEngine(DatabaseEngine):
     name = "postgresql"
 
     @contextmanager
-    def single_statement(self, db: DatabaseService, *, read_only: bool) -> Iterator[Connection]:
+    def single_statement(self, db: Pools, *, read_only: bool) -> Iterator[Connection]:
         # Autocommitted: the statement is its own transaction, with no BEGIN and
         # COMMIT round trips around it.
         with db.autocommit_engine.connect() as connection:
@@ -80,8 +81,8 @@ class PostgresEngine(DatabaseEngine):
     def listener(self, database_url: str, on_notify: Callable[[], None]) -> QueueListener:
         return QueueListener(database_url, on_notify)
 
-    def claim_and_start(self, db: DatabaseService, parameters: dict[str, Any]) -> Started | None:
-        with db.single_statement() as connection:
+    def claim_and_start(self, db: Pools, parameters: dict[str, Any]) -> Started | None:
+        with self.single_statement(db, read_only=False) as connection:
             row = connection.execute(_claim_and_start(), parameters).one_or_none()
         if row is None:
             return None
@@ -191,3 +192,9 @@ def _complete_all(memories: bool | None) -> Select[Any]:
         parts.insert(1, marked)
     counts = [select(func.count()).select_from(part).scalar_subquery() for part in parts]
     return select(*(count.label(part.name) for count, part in zip(counts, parts, strict=True)))
+
+
+@compiles(InstantBefore, "postgresql")
+def _instant_before(element: InstantBefore, compiler: SQLCompiler, **kw: Any) -> str:
+    instant, seconds = (compiler.process(clause, **kw) for clause in element.clauses)
+    return f"({instant} - make_interval(secs => {seconds}))"

@@ -15,19 +15,20 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Select, bindparam, delete
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
-from omoi_os.engines.base import Completion, DatabaseEngine, Started
+from omoi_os.engines.base import Completion, DatabaseEngine, Pools, Started
 from omoi_os.models import QueuedTask, TaskState
 from omoi_os.store import jobs as job_store
 from omoi_os.store import memories as memory_store
 from omoi_os.store import projects as project_store
 from omoi_os.store import tasks as task_store
-from omoi_os.store.sql import execute_counting, insert_ignoring_conflicts
+from omoi_os.store.sql import InstantBefore, execute_counting, insert_ignoring_conflicts
 
 if TYPE_CHECKING:
     from omoi_os.engines.listener import QueueListener
-    from omoi_os.services.database import DatabaseService
     from omoi_os.store.memories import MemoryWrite
     from omoi_os.store.retention import Batch, History
 
@@ -36,7 +37,7 @@ class SQLiteEngine(DatabaseEngine):
     name = "sqlite"
 
     @contextmanager
-    def single_statement(self, db: DatabaseService, *, read_only: bool) -> Iterator[Connection]:
+    def single_statement(self, db: Pools, *, read_only: bool) -> Iterator[Connection]:
         # An ordinary transaction (in process, its BEGIN costs no round trip); a
         # read-only one begins DEFERRED, so it never takes the write lock.
         with db.engine.connect() as connection:
@@ -54,8 +55,8 @@ class SQLiteEngine(DatabaseEngine):
     def listener(self, database_url: str, on_notify: Callable[[], None]) -> QueueListener | None:
         return None
 
-    def claim_and_start(self, db: DatabaseService, parameters: dict[str, Any]) -> Started | None:
-        with db.transaction() as session:
+    def claim_and_start(self, db: Pools, parameters: dict[str, Any]) -> Started | None:
+        with Session(db.engine) as session, session.begin():
             claimed = task_store.claim(session, parameters)
             if not claimed:
                 return None
@@ -119,3 +120,13 @@ def _enqueue_one() -> Any:
         available_at=bindparam("available_at"),
         created_at=bindparam("created_at"),
     )
+
+
+@compiles(InstantBefore, "sqlite")
+def _instant_before(element: InstantBefore, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite keeps instants as text, 'YYYY-MM-DD HH:MM:SS.ffffff' (UTCDateTime), and
+    # compares them as text: the result is written in that same shape (strftime gives
+    # milliseconds; three zeros make the microseconds).
+    instant, seconds = (compiler.process(clause, **kw) for clause in element.clauses)
+    shift = f"'-' || ({seconds}) || ' seconds'"
+    return f"(strftime('%Y-%m-%d %H:%M:%f', {instant}, {shift}) || '000')"

@@ -26,10 +26,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Column,
     ColumnElement,
+    Select,
     Table,
     and_,
     exists,
@@ -40,7 +42,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from omoi_os.engines import engine_for
 from omoi_os.models import ConsolidationJob, ConsolidationTick, JobStatus, QueuedTask, TaskState
 from omoi_os.models.base import cast_table
 from omoi_os.models.task_queue import in_state
@@ -126,15 +127,11 @@ class Batch:
     resume_from: datetime | None
 
 
-def delete_batch(
-    session: Session,
-    table: str,
-    *,
-    before: datetime,
-    limit: int,
-    resume_from: datetime | None = None,
-) -> Batch:
-    """Delete at most `limit` expired rows of `table` older than `before`, oldest first.
+def pick_batch(
+    table: str, *, before: datetime, limit: int, resume_from: datetime | None = None
+) -> tuple[History, Select[Any]]:
+    """At most `limit` expired rows of `table` older than `before`, oldest first (their
+    keys), for the database's engine to lock and delete (DatabaseEngine.delete_picked).
 
     `resume_from` (the previous batch's) starts reading at the age where that batch
     stopped, so the rows retention keeps (each project's latest job) are read once per
@@ -143,9 +140,7 @@ def delete_batch(
     conditions = history.expired(before)
     if resume_from is not None:
         conditions.append(history.age >= resume_from)
-    engine = engine_for(session)
-    pick = select(history.key).where(*conditions).order_by(history.age).limit(limit)
-    return engine.delete_picked(session, history, engine.lock_for_purge(pick, history), resume_from)
+    return history, select(history.key).where(*conditions).order_by(history.age).limit(limit)
 
 
 def count_expired(session: Session, table: str, *, before: datetime) -> int:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Executable
+from sqlalchemy import ColumnElement, CursorResult, Executable, bindparam
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
-from omoi_os.engines.functions import instant_before
-
-__all__ = ["Bound", "execute_counting", "insert_ignoring_conflicts", "instant_before"]
+from omoi_os.models.base import UTCDateTime
 
 
 class Bound(NamedTuple):
@@ -40,3 +40,18 @@ def insert_ignoring_conflicts(model: type[Any]) -> postgresql.Insert:
     # On the Table, not the mapped class: a Core statement reports rowcount and
     # RETURNING as the database gives them, with no ORM bookkeeping in between.
     return postgresql.insert(model.__table__).on_conflict_do_nothing()
+
+
+class InstantBefore(FunctionElement[datetime]):
+    """`instant` minus `seconds` (an integer SQL expression); each database's engine
+    renders it its own way (omoi_os.engines)."""
+
+    type = UTCDateTime()
+    name = "instant_before"
+    inherit_cache = True
+
+
+def instant_before(instant: datetime, seconds: ColumnElement[Any]) -> ColumnElement[datetime]:
+    """SQL: the instant `seconds` before `instant`, comparable with our timestamp
+    columns (a per-row interval, such as a project's own cooldown)."""
+    return InstantBefore(bindparam(None, instant, type_=UTCDateTime()), seconds)

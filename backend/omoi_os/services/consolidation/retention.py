@@ -134,14 +134,13 @@ class Retention:
         resume_from: datetime | None = None
         for _ in _budget(max_batches):
             started = time.perf_counter()
+            history, pick = retention_store.pick_batch(
+                table, before=summary.before, limit=self.batch_size, resume_from=resume_from
+            )
+            engine = self._db.backend
             with self._db.transaction() as session:
-                batch = retention_store.delete_batch(
-                    session,
-                    table,
-                    before=summary.before,
-                    limit=self.batch_size,
-                    resume_from=resume_from,
-                )
+                locked = engine.lock_for_purge(pick, history)
+                batch = engine.delete_picked(session, history, locked, resume_from)
             elapsed = time.perf_counter() - started
             summary.longest_batch_seconds = max(summary.longest_batch_seconds, elapsed)
             summary.transactions[table] += 1
