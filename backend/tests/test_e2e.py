@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import inspect
 
 from omoi_os import testing
-from omoi_os.api.errors import MAX_BODY_BYTES
+from omoi_os.api.body_limit import MAX_BODY_BYTES
 from omoi_os.services.database import DatabaseService
 from tests.conftest import require_postgres
 from tests.support.factories import Factories

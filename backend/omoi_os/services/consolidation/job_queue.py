@@ -123,14 +123,10 @@ class JobQueue:
 
     def end(self, job: ClaimedJob, worker_id: str, ending: Ending) -> EndWritten:
         """Write `ending` for `job` and its task in one transaction, or nothing at all."""
-        now = self._clock()
-        cooldown = starts_cooldown(ending.status, ending.memories_consolidated)
+        write = self._complete if ending.status is JobStatus.COMPLETED else self._settle
         try:
             with self._db.transaction() as session:
-                if ending.status is JobStatus.COMPLETED:
-                    written = self._complete(session, job, worker_id, ending, now, cooldown)
-                else:
-                    written = self._settle(session, job, worker_id, ending, now, cooldown)
+                written = write(session, job, worker_id, ending)
                 if written is not EndWritten.WRITTEN:
                     raise _RollBack(written)
         except _RollBack as nothing:
@@ -138,21 +134,15 @@ class JobQueue:
         return EndWritten.WRITTEN
 
     def _complete(
-        self,
-        session: Session,
-        job: ClaimedJob,
-        worker_id: str,
-        ending: Ending,
-        now: datetime,
-        cooldown: bool,
+        self, session: Session, job: ClaimedJob, worker_id: str, ending: Ending
     ) -> EndWritten:
         """The task done, the last batch written, the job completed and the cooldown
         started: one statement on PostgreSQL."""
         completion = self._db.backend.complete(
             session,
             task=self._queue.complete_parameters(job.task, worker_id),
-            finish=_finish_parameters(job.id, ending, now),
-            starts_cooldown=cooldown,
+            finish=_finish_parameters(job.id, ending, self._clock()),
+            starts_cooldown=_starts_cooldown(ending),
             memories=ending.last_batch,
         )
         if not completion.task_held:
@@ -161,22 +151,19 @@ class JobQueue:
         return EndWritten.WRITTEN if completion.job_was_running else EndWritten.JOB_GONE
 
     def _settle(
-        self,
-        session: Session,
-        job: ClaimedJob,
-        worker_id: str,
-        ending: Ending,
-        now: datetime,
-        cooldown: bool,
+        self, session: Session, job: ClaimedJob, worker_id: str, ending: Ending
     ) -> EndWritten:
+        """The task settled as `ending.task` says, then the job's new status and, if
+        the end starts it, the project's cooldown."""
         if not self._settle_task(session, job.task, worker_id, ending):
             return EndWritten.TASK_LOST
+        now = self._clock()
         finish = job_store.finish_statement(
             with_result=ending.result is not None, final=ending.status not in ACTIVE_JOB_STATUSES
         )
         if execute_counting(session, finish, _finish_parameters(job.id, ending, now)) != 1:
             return EndWritten.JOB_GONE
-        if cooldown:
+        if _starts_cooldown(ending):
             project_store.start_cooldown(session, [job.project_id], at=now)
         return EndWritten.WRITTEN
 
@@ -193,6 +180,10 @@ class JobQueue:
 
 
 _TASK_TYPES: Iterable[str] = (job_store.CONSOLIDATION_TASK,)
+
+
+def _starts_cooldown(ending: Ending) -> bool:
+    return starts_cooldown(ending.status, ending.memories_consolidated)
 
 
 def _finish_parameters(job_id: int, ending: Ending, now: datetime) -> dict[str, Any]:
