@@ -17,6 +17,9 @@ class Project(Base):
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     name: Mapped[str] = mapped_column(String(200))
+    # The host application's own identifier of this project (a workspace id, a repo
+    # slug): unique, so `ensure(key)` finds or makes exactly one project per key.
+    external_key: Mapped[str | None] = mapped_column(String(200))
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utc_now)
     # When the last job that counts for the cooldown ended: one that consolidated
@@ -42,6 +45,9 @@ class Project(Base):
         CheckConstraint("consolidation_cooldown >= 0", name="cooldown_not_negative").ddl_if(
             dialect="postgresql"
         ),
+        # A unique index, not a constraint: on SQLite adding a constraint would copy
+        # the table (and its foreign keys' cascades with it).
+        Index("uq_projects_external_key", "external_key", unique=True),
         Index(
             "ix_projects_threshold_crossed_at",
             "threshold_crossed_at",

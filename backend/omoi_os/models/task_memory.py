@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 from datetime import datetime
 from enum import StrEnum
 
@@ -10,7 +11,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Index, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from omoi_os.clock import utc_now
-from omoi_os.models.base import Base, BigIntId, string_enum
+from omoi_os.models.base import Base, BigIntId, JsonDocument, string_enum
 
 
 class MemoryType(StrEnum):
@@ -38,6 +39,10 @@ class TaskMemory(Base):
     success: Mapped[bool] = mapped_column(default=True)
     reused_count: Mapped[int] = mapped_column(default=0)
     learned_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # The host's own reference for this memory (its row id, its agent's run id):
+    # stored as given, never read by consolidation, returned with the memory. The
+    # column is "metadata"; the attribute cannot be (SQLAlchemy's declarative name).
+    memory_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JsonDocument)
 
     is_consolidated: Mapped[bool] = mapped_column(default=False)
     consolidated_at: Mapped[datetime | None]
@@ -67,6 +72,16 @@ class TaskMemory(Base):
         # makes the consolidation UPDATE (not HOT: is_consolidated is in the partial
         # index's predicate) ~40% cheaper than a (project_id, learned_at) index did.
         Index("ix_task_memories_project_id", "project_id"),
+        # What consolidation decided, best first: a project's memories of one tier by
+        # score (the agent's "my hot memories"), read backwards from the end of its tier's range
+        # however many memories the project holds.
+        Index(
+            "ix_task_memories_ranking",
+            "project_id",
+            "tier",
+            "consolidation_score",
+            "id",
+        ),
         # The nightly tick's "whose tier expired by now": only memories still young
         # enough for their tier to change are in it, so the lookup costs what changes.
         Index(
