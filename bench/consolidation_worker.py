@@ -165,10 +165,10 @@ def _latencies(url: str, *, listen: bool) -> list[float]:
                 (project,),
             )
             for _ in range(THRESHOLD - 1):
-                memories.create_memory(project, note)
+                memories.create_memory_sync(project, note)
             time.sleep(0.3)  # the worker is idle, waiting
             before = datetime.now(UTC)
-            job_id = memories.create_memory(project, note).triggered_job_id
+            job_id = memories.create_memory_sync(project, note).triggered_job_id
             assert job_id is not None
             samples.append(_started_after(db, job_id, before))
     finally:

@@ -95,7 +95,7 @@ def _database(settings: AppSettings) -> DatabaseService:
 
 def _run_tick(db: DatabaseService, settings: AppSettings) -> int:
     """One scheduled tick; returns how many jobs it created."""
-    return ConsolidationTriggerService(db, settings=settings).run_scheduled_tick(TICK).created
+    return ConsolidationTriggerService(db, settings=settings).run_scheduled_tick_sync(TICK).created
 
 
 def _worker(db: DatabaseService, settings: AppSettings) -> ConsolidationWorker:

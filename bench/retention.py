@@ -104,7 +104,7 @@ def _timed_writes(
     while keep_going(len(samples)):
         project = active[len(samples) % len(active)]
         started = time.perf_counter()
-        memories.create_memory(project, LESSON)
+        memories.create_memory_sync(project, LESSON)
         samples.append((time.perf_counter() - started) * 1000)
     return samples
 

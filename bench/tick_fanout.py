@@ -58,7 +58,7 @@ def _ours(url: str) -> float:
     db = DatabaseService(url)
     triggers = ConsolidationTriggerService(db, settings=AppSettings(database_url=url))
     started = time.perf_counter()
-    triggers.run_scheduled_tick(TICK)
+    triggers.run_scheduled_tick_sync(TICK)
     return time.perf_counter() - started
 
 

@@ -88,7 +88,7 @@ async def record_lesson(
             project_id=project_id, memory_type=lesson.kind, execution_summary=lesson.summary
         )
         session.add(memory)
-    check = await consolidation.memories.after_write_async(project_id)
+    check = await consolidation.memories.after_write(project_id)
     return {
         "lesson_id": memory.id,
         "recorded_by": user,

@@ -1,19 +1,16 @@
-"""Alembic environment of our schema: migrates Base.metadata, keeping our revision in
-our own version table (omoi_os.migrations.VERSION_TABLE), on the connection handed over
-by omoi_os.migrations.upgrade (a URL's, an Engine's, or a host's own migration
-connection) or, run by the `alembic` command from a checkout, on the URL from
-alembic.ini or the settings."""
+"""Alembic environment of our schema, for the `alembic` command run from a checkout
+(`alembic revision --autogenerate` and the like) on the URL from alembic.ini or the
+settings. Installed code migrates through omoi_os.migrations.upgrade, which runs our
+scripts on a MigrationContext of its own with the same options (migration_options)."""
 
 from __future__ import annotations
 
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy import Connection
 
 from omoi_os.config import get_app_settings
-from omoi_os.migrations import VERSION_TABLE, adopt_legacy_version, refuse_newer
-from omoi_os.models import Base
+from omoi_os.migrations import adopt_legacy_version, migration_options, refuse_newer, search_path
 from omoi_os.services.database import create_database_engine
 
 config = context.config
@@ -21,34 +18,21 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def _run(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=Base.metadata,
-        version_table=VERSION_TABLE,
-        compare_type=True,
-        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
-        render_as_batch=connection.dialect.name == "sqlite",
-    )
-    with context.begin_transaction():
-        adopt_legacy_version(connection)
-        where = connection.engine.url.render_as_string()
-        refuse_newer(context.get_context().get_current_revision(), where)
-        context.run_migrations()
-
-
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run(connection)
-        return
-    url = config.get_main_option("sqlalchemy.url") or get_app_settings().database_url
+    settings = get_app_settings()
+    url = config.get_main_option("sqlalchemy.url") or settings.database_url
+    schema = settings.database_schema
     engine = create_database_engine(url)
     try:
         # One transaction for the whole run, committed at the end (Alembic treats SQLite
         # as non-transactional and would leave work done outside a revision uncommitted).
-        with engine.begin() as connection:
-            _run(connection)
+        with engine.begin() as connection, search_path(connection, schema):
+            context.configure(connection=connection, **migration_options(connection, schema))
+            with context.begin_transaction():
+                adopt_legacy_version(connection, schema)
+                where = connection.engine.url.render_as_string()
+                refuse_newer(context.get_context().get_current_revision(), where)
+                context.run_migrations()
     finally:
         engine.dispose()
 

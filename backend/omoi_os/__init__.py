@@ -6,7 +6,7 @@ decision as a durable job, queues it and runs it — inside your FastAPI backend
     runtime = ConsolidationRuntime(AppSettings(...), engine=your_engine)
     app.include_router(consolidation_router(runtime, principal=your_auth), prefix="/memory")
     # in your lifespan:   async with runtime.lifespan(): yield
-    # after your memory write commits:   await runtime.memories.after_write_async(project_id)
+    # after your memory write commits:   await runtime.memories.after_write(project_id)
 
 Importing this package has no side effects: nothing connects, starts, registers a
 metric globally or configures logging until you build and start a runtime.

@@ -133,7 +133,7 @@ def migrate() -> None:
     """Migrate the configured database to the newest schema."""
     settings = load_settings()
     with database_errors_in_one_line():
-        migrations.upgrade(settings.database_url)
+        migrations.upgrade(settings.database_url, schema=settings.database_schema)
     typer.echo(f"database migrated to {migrations.head_revision()}")
 
 
@@ -152,7 +152,7 @@ def serve(
     settings = load_settings()
     if _is_sqlite(settings):
         with database_errors_in_one_line():
-            migrations.upgrade(settings.database_url)
+            migrations.upgrade(settings.database_url, schema=settings.database_schema)
     with checked_runtime(settings):
         pass  # the app builds its own; this one only checks the database, before a bind
     _configure_logging(log_level)  # only now: see _configure_logging
@@ -317,7 +317,7 @@ def cancel(
 ) -> None:
     """Cancel a job: a pending one at once, a running one at the end of its batch."""
     with opened_runtime() as runtime:
-        _, how = runtime.jobs.cancel(job_id, by=_cli_principal(), reason=reason)
+        _, how = runtime.jobs.cancel_sync(job_id, by=_cli_principal(), reason=reason)
     if how is Cancelled.AT_ONCE:
         typer.echo(f"cancelled consolidation job {job_id}")
     else:
@@ -344,7 +344,7 @@ def jobs(
     """List consolidation jobs of one project or of all, newest first."""
     project_id = _project_option(project)
     with opened_runtime() as runtime:
-        rows = runtime.jobs.list(
+        rows = runtime.jobs.list_sync(
             project_id=project_id, status=status, trigger_type=trigger_type, limit=limit
         ).items
     typer.echo(
@@ -390,10 +390,10 @@ def pause(
     since: datetime | None
     with opened_runtime() as runtime:
         if project_id is None:
-            pause = runtime.schedule.pause(by=_cli_principal(), reason=reason)
+            pause = runtime.schedule.pause_sync(by=_cli_principal(), reason=reason)
             what, since, by = "schedule", pause.paused_at, pause.paused_by
         else:
-            paused = runtime.projects.pause(project_id, by=_cli_principal(), reason=reason)
+            paused = runtime.projects.pause_sync(project_id, by=_cli_principal(), reason=reason)
             what, since, by = f"project {project_id}", paused.paused_at, str(paused.paused_by)
     typer.echo(f"{what} paused since {_when(since)} UTC by {by}")
 
@@ -405,9 +405,9 @@ def resume(project: ProjectOption = None) -> None:
     project_id = _project_option(project)
     with opened_runtime() as runtime:
         if project_id is None:
-            runtime.schedule.resume()
+            runtime.schedule.resume_sync()
         else:
-            runtime.projects.resume(project_id)
+            runtime.projects.resume_sync(project_id)
     typer.echo(f"{'schedule' if project_id is None else f'project {project_id}'} resumed")
 
 
@@ -415,7 +415,7 @@ def resume(project: ProjectOption = None) -> None:
 def ticks(limit: Annotated[int, typer.Option(min=1, max=1000)] = 20) -> None:
     """The schedule's ticks as they were run, newest first."""
     with opened_runtime() as runtime:
-        rows = runtime.schedule.ticks(limit=limit).items
+        rows = runtime.schedule.ticks_sync(limit=limit).items
     typer.echo(
         f"{'tick (UTC)':<20} {'fired (UTC)':<20} {'jobs':>6} {'active':>7} {'idle':>7} "
         f"{'paused':>7}  note"
@@ -448,7 +448,7 @@ def projects(
 ) -> None:
     """List projects (by id), with their own threshold and cooldown and their pause."""
     with opened_runtime() as runtime:
-        page = runtime.projects.list(active=active, paused=paused, limit=limit, offset=offset)
+        page = runtime.projects.list_sync(active=active, paused=paused, limit=limit, offset=offset)
         effective = [runtime.projects.effective(project) for project in page.items]
     typer.echo(f"{'id':<36}  {'name':<24} {'active':<6} {'threshold':>9} {'cooldown':>8}  paused")
     for project, applied in zip(page.items, effective, strict=True):

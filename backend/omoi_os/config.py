@@ -7,6 +7,7 @@ range or database URL stops start-up with a message that names the setting.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,6 +32,10 @@ def default_data_dir() -> Path:
     return Path(xdg) / "omoi-os"
 
 
+# A plain PostgreSQL identifier: no quoting needed, and at most NAMEDATALEN - 1 bytes.
+SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
 class AppSettings(BaseSettings):
     """The backend's configuration. Build one per app or test; never mutate it."""
 
@@ -46,6 +51,12 @@ class AppSettings(BaseSettings):
         default="",
         description="SQLAlchemy URL; empty means a SQLite file in data_dir. "
         "postgres:// and postgresql:// are read as postgresql+psycopg://",
+    )
+    database_schema: str | None = Field(
+        default=None,
+        description="PostgreSQL schema that holds every table of ours, the version table "
+        "included (`omoi-os migrate` creates it); unset: the connection's default schema. "
+        "Lets our tables live beside a host's own `projects` or `task_memories`",
     )
 
     consolidation_schedule: str = Field(
@@ -189,6 +200,18 @@ class AppSettings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: str) -> str:
         return normalise_database_url(value) if value.strip() else ""
+
+    @field_validator("database_schema", mode="before")
+    @classmethod
+    def _check_database_schema(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if not isinstance(value, str) or not SCHEMA_NAME.fullmatch(value.strip()):
+            raise ValueError(
+                f"{value!r} is not a schema name (letters, digits and _, not starting "
+                "with a digit, at most 63 characters)"
+            )
+        return value.strip()
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -16,6 +16,16 @@ class ProjectNotFound(ConsolidationError, LookupError):
         self.project_id = project_id
 
 
+class ProjectKeyTaken(ConsolidationError):
+    """Another project is already keyed by this external key (keys are unique; use
+    `projects.ensure(key)` to get that project instead)."""
+
+    def __init__(self, external_key: str, project_id: uuid.UUID | None) -> None:
+        super().__init__(f"external key {external_key!r} is already project {project_id}'s")
+        self.external_key = external_key
+        self.project_id = project_id
+
+
 class ProjectInactive(ConsolidationError):
     """The project is inactive. `active_job_id` names a job it still has: one that was
     running when it was deactivated, stopping at the end of its batch."""

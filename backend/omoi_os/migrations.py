@@ -6,28 +6,78 @@ keeps its revision in its own table, `omoi_alembic_version`: a host application'
 own Alembic history, in `alembic_version`, is never read or written.
 
 Two ways to migrate: `omoi-os migrate` (or `upgrade(url)` from a deploy step), and,
-from a host's own Alembic `env.py`, `upgrade(connection)` inside its migration run.
+from a host's own Alembic `env.py`, `upgrade(connection)` inside its migration run:
+
+    with context.begin_transaction():
+        context.run_migrations()
+        migrations.upgrade(connection)
+
+and `context.configure(..., include_object=migrations.include_object)`, so the host's
+`alembic check` and `--autogenerate` leave our tables alone.
+
+Our migrations run on a MigrationContext of their own, not through Alembic's
+`command` module: that would open a second EnvironmentContext inside the host's, and
+closing it removes the host's `alembic.context` proxy under its feet.
+
+With a schema (`AppSettings.database_schema`, PostgreSQL only) every table of ours,
+the version table included, lives in it: migrations create it and run with it as the
+only schema on the search path; the running service reaches it through SQLAlchemy's
+schema_translate_map (services/database.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
-from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext, RevisionStep
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select, text
+from sqlalchemy.schema import CreateSchema
+
+from omoi_os.config import AppSettings
 
 VERSION_TABLE = "omoi_alembic_version"
 # Releases up to 0.1 kept our revision in Alembic's default table.
 LEGACY_VERSION_TABLE = "alembic_version"
 
+# Where `upgrade` and the others put our tables when no schema is passed: the
+# `OMOI_DATABASE_SCHEMA` setting (unset: the connection's default schema).
+FROM_SETTINGS: Any = object()
+
+# (script, the current heads as Alembic hands them over) -> the steps to run
+Steps = Callable[[ScriptDirectory, Any], Sequence[RevisionStep]]
+
 
 class SchemaNotCurrent(RuntimeError):
     """The database is not migrated to the revision this code expects."""
+
+
+class SchemaCollision(SchemaNotCurrent):
+    """A table of the host's own has the name of one of ours where ours would go."""
+
+    def __init__(self, table: str, where: str, way_out: str) -> None:
+        super().__init__(
+            f"cannot install omoi-os in {where}: a table named {table!r} already exists "
+            f"there and is not ours; {way_out}"
+        )
+        self.table = table
+
+
+class SchemaUnsupported(ValueError):
+    """A schema was asked for on a database that has none (SQLite)."""
+
+    def __init__(self, schema: str) -> None:
+        super().__init__(
+            f"OMOI_DATABASE_SCHEMA={schema!r}: SQLite has no schemas; give omoi-os a "
+            "database file of its own instead (OMOI_DATABASE_URL)"
+        )
+        self.schema = schema
 
 
 def scripts_dir() -> Path:
@@ -45,31 +95,142 @@ def alembic_config(url: str = "") -> Config:
     return config
 
 
-def upgrade(target: str | Engine | Connection, revision: str = "head") -> None:
+def our_table_names() -> frozenset[str]:
+    """Every table of ours, the version table included."""
+    from omoi_os.models import Base  # the models: only when asked for
+
+    return frozenset(Base.metadata.tables) | {VERSION_TABLE}
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """For a host's `context.configure(include_object=...)`: leave out the tables of
+    ours its database holds (found by reflection, absent from the host's metadata),
+    so its `alembic check` and `--autogenerate` neither report nor drop them. A table
+    of the host's own of the same name (in its metadata) is compared as usual."""
+    if type_ != "table" or not reflected or compare_to is not None:
+        return True
+    return name not in our_table_names()
+
+
+def upgrade(
+    target: str | Engine | Connection, revision: str = "head", *, schema: str | None = FROM_SETTINGS
+) -> None:
     """Migrate our tables up to `revision`. `target` is a database URL, an Engine, or a
     Connection (a host's own Alembic env.py passes its migration connection: ours then
-    run inside the host's transaction)."""
-    _run(command.upgrade, target, revision)
+    run inside the host's transaction). `schema` defaults to OMOI_DATABASE_SCHEMA."""
+    _migrate(target, lambda script, heads: script._upgrade_revs(revision, heads), schema)
 
 
-def downgrade(target: str | Engine | Connection, revision: str = "base") -> None:
-    """Migrate our tables down to `revision`."""
-    _run(command.downgrade, target, revision)
-
-
-def _run(
-    step: Callable[[Config, str], None], target: str | Engine | Connection, revision: str
+def downgrade(
+    target: str | Engine | Connection, revision: str = "base", *, schema: str | None = FROM_SETTINGS
 ) -> None:
+    """Migrate our tables down to `revision`."""
+    _migrate(target, lambda script, heads: script._downgrade_revs(revision, heads), schema)
+
+
+def _migrate(target: str | Engine | Connection, steps: Steps, schema: str | None) -> None:
+    if schema is FROM_SETTINGS:
+        schema = AppSettings().database_schema
     if isinstance(target, str):
-        step(alembic_config(target), revision)
+        from omoi_os.services.database import create_database_engine
+
+        engine = create_database_engine(target)
+        try:
+            _migrate(engine, steps, schema)
+        finally:
+            engine.dispose()
         return
     if isinstance(target, Engine):
+        # One transaction for the whole run, committed at the end.
         with target.begin() as connection:
-            _run(step, connection, revision)
+            _migrate(connection, steps, schema)
         return
-    config = alembic_config()
-    config.attributes["connection"] = target
-    step(config, revision)
+    with search_path(target, schema):
+        _run_steps(target, steps, schema)
+
+
+def _run_steps(connection: Connection, steps: Steps, schema: str | None) -> None:
+    script = ScriptDirectory(str(scripts_dir()))
+    adopt_legacy_version(connection, schema)
+    context = MigrationContext.configure(
+        connection,
+        opts=migration_options(connection, schema)
+        | {"fn": lambda heads, _context: steps(script, heads)},
+    )
+    current = context.get_current_revision()
+    where = _where(connection, schema)
+    refuse_newer(current, where)
+    if current is None:
+        refuse_collisions(connection, schema, where)
+    with Operations.context(context):
+        context.run_migrations()
+
+
+def migration_options(connection: Connection, schema: str | None) -> dict[str, Any]:
+    """The options of a MigrationContext for our history (also used by env.py)."""
+    from omoi_os.models import Base
+
+    return {
+        "target_metadata": Base.metadata,
+        "version_table": VERSION_TABLE,
+        "version_table_schema": schema,
+        "compare_type": True,
+        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
+        "render_as_batch": connection.dialect.name == "sqlite",
+    }
+
+
+@contextmanager
+def search_path(connection: Connection, schema: str | None) -> Iterator[None]:
+    """With a schema: create it, and make it the only schema on the search path while
+    our migrations run (their CREATE TABLE and raw UPDATEs then land in it), then put
+    the caller's search path back (a host's env.py may go on after us)."""
+    if schema is None:
+        yield
+        return
+    check_schema_supported(connection.dialect.name, schema)
+    connection.execute(CreateSchema(schema, if_not_exists=True))
+    previous = connection.execute(text("SELECT current_setting('search_path')")).scalar_one()
+    quoted = connection.dialect.identifier_preparer.quote_identifier(schema)
+    _setsearch_path(connection, quoted)
+    try:
+        yield
+    finally:
+        _setsearch_path(connection, previous)
+
+
+def _setsearch_path(connection: Connection, path: str) -> None:
+    # Local to the transaction: it never outlives the migration on a pooled connection.
+    connection.execute(text("SELECT set_config('search_path', :path, true)"), {"path": path})
+
+
+def check_schema_supported(dialect: str, schema: str | None) -> None:
+    """SchemaUnsupported for a schema on SQLite."""
+    if schema is not None and dialect == "sqlite":
+        raise SchemaUnsupported(schema)
+
+
+def refuse_collisions(connection: Connection, schema: str | None, where: str) -> None:
+    """SchemaCollision if a table of ours would go where the host already has one of
+    that name (before our first migration there: after it, those tables are ours)."""
+    existing = set(inspect(connection).get_table_names(schema=schema))
+    # Our version table, empty, is what a downgrade to base leaves: ours.
+    taken = sorted((our_table_names() - {VERSION_TABLE}) & existing)
+    if not taken:
+        return
+    way_out = (
+        "give omoi-os a database file of its own (OMOI_DATABASE_URL)"
+        if connection.dialect.name == "sqlite"
+        else "set OMOI_DATABASE_SCHEMA to put our tables in a PostgreSQL schema of their own"
+    )
+    raise SchemaCollision(taken[0], where, way_out)
+
+
+def _where(connection: Connection, schema: str | None) -> str:
+    url = connection.engine.url.render_as_string()
+    return url if schema is None else f"schema {schema} of {url}"
 
 
 def head_revision() -> str:
@@ -84,11 +245,27 @@ def known_revisions() -> set[str]:
     return {script.revision for script in ScriptDirectory(str(scripts_dir())).walk_revisions()}
 
 
-def current_revision(engine: Engine) -> str | None:
-    """Our revision in the database, or None if our schema was never migrated there."""
+def _version_table(schema: str | None) -> Table:
+    return Table(VERSION_TABLE, MetaData(), Column("version_num", String(32)), schema=schema)
+
+
+def current_revision(engine: Engine, *, schema: str | None = None) -> str | None:
+    """Our revision in the database, or None if our schema was never migrated there.
+
+    A plain read of our version table (no MigrationContext, whose set-up logs at
+    INFO on every start). `engine` may carry a schema_translate_map instead of
+    `schema`, as the service's does."""
     with engine.connect() as connection:
-        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-        return context.get_current_revision()
+        if not inspect(connection).has_table(VERSION_TABLE, schema=_effective(connection, schema)):
+            return None
+        rows = connection.execute(select(_version_table(schema).c.version_num)).scalars()
+        return next(iter(rows), None)
+
+
+def _effective(connection: Connection, schema: str | None) -> str | None:
+    """The schema a table of `schema` is in on `connection`, after its translate map."""
+    translate = connection.get_execution_options().get("schema_translate_map") or {}
+    return translate.get(schema, schema)
 
 
 def ensure_current(engine: Engine) -> None:
@@ -96,13 +273,20 @@ def ensure_current(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current == head:
         return
-    where = engine.url.render_as_string()
+    where = _where_engine(engine)
     refuse_newer(current, where)
     state = "has never been migrated" if current is None else f"is at revision {current}"
     raise SchemaNotCurrent(
         f"the database {where} {state}; this code needs {head}. "
         "Run `omoi-os migrate` (or omoi_os.migrations.upgrade) first."
     )
+
+
+def _where_engine(engine: Engine) -> str:
+    translate = engine.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(None)
+    url = engine.url.render_as_string()
+    return url if schema is None else f"schema {schema} of {url}"
 
 
 def refuse_newer(current: str | None, where: str) -> None:
@@ -117,14 +301,17 @@ def refuse_newer(current: str | None, where: str) -> None:
         )
 
 
-def adopt_legacy_version(connection: Connection) -> None:
+def adopt_legacy_version(connection: Connection, schema: str | None = None) -> None:
     """Carry our revision from Alembic's default table (where releases up to 0.1 kept
     it) into ours, once, inside the migration's transaction.
 
     Only a row that names one of our revisions, in a database that has our tables and
     no version table of ours yet, is moved; `alembic_version` is dropped if that row
-    was all it held. A host's own revision there is never touched.
+    was all it held. A host's own revision there is never touched. (Releases up to
+    0.1 had no schema setting: with one, there is nothing to adopt.)
     """
+    if schema is not None:
+        return
     tables = set(inspect(connection).get_table_names())
     if VERSION_TABLE in tables or LEGACY_VERSION_TABLE not in tables:
         return

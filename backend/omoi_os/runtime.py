@@ -57,7 +57,7 @@ class ConsolidationRuntime:
         `settings.database_url`."""
         self.settings = settings if settings is not None else AppSettings()
         self.db = (
-            DatabaseService.from_engine(engine)
+            DatabaseService.from_engine(engine, settings=self.settings)
             if engine is not None
             else DatabaseService(settings=self.settings)
         )

@@ -81,9 +81,9 @@ def test_pause_resume_and_see_the_schedule_and_a_project(
 def test_ticks_newest_first(omoi_os: CliRunner, factories: Factories) -> None:
     factories.projects(2, new_memories=1)
     triggers = ConsolidationTriggerService(factories.db, settings=AppSettings())
-    triggers.run_scheduled_tick(T0)
+    triggers.run_scheduled_tick_sync(T0)
     _run(omoi_os, "pause")
-    triggers.run_scheduled_tick(T0.replace(hour=13))
+    triggers.run_scheduled_tick_sync(T0.replace(hour=13))
 
     lines = _run(omoi_os, "ticks").stdout.splitlines()
 

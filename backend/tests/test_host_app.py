@@ -225,7 +225,7 @@ async def _enter(runtime: ConsolidationRuntime) -> None:
 
 def test_two_runtimes_in_one_process_share_nothing(database_url: str) -> None:
     first, second = _runtime(database_url), _runtime(database_url)
-    project = first.projects.create("p")
+    project = first.projects.create_sync("p")
     first.triggers.trigger_consolidation_sync(project.id)
 
     assert first.metrics.registry is not second.metrics.registry

@@ -151,7 +151,7 @@ def test_the_runtime_metrics_read_its_database(
     database_url: str, make_runtime: MakeRuntime
 ) -> None:
     runtime = make_runtime(database_url)
-    project = runtime.projects.create("alpha")
+    project = runtime.projects.create_sync("alpha")
     job_id = runtime.triggers.trigger_consolidation_sync(project.id)
 
     registry = runtime.metrics.registry
@@ -160,7 +160,7 @@ def test_the_runtime_metrics_read_its_database(
     assert registry.get_sample_value("omoi_consolidation_jobs", {"status": "pending"}) == 1.0
     depth = {"task_type": "consolidation", "state": "queued"}
     assert registry.get_sample_value("omoi_task_queue_depth", depth) == 1.0
-    assert runtime.jobs.get(job_id).project_id == project.id
+    assert runtime.jobs.get_sync(job_id).project_id == project.id
 
 
 # --- start and stop ------------------------------------------------------------------------
@@ -231,7 +231,7 @@ def test_a_runtime_on_a_hosts_engine(
 
         assert runtime.db.engine is host_engine
         runtime.start()
-        project = runtime.projects.create("hosted")
+        project = runtime.projects.create_sync("hosted")
         with host_engine.connect() as connection:
             assert connection.scalars(select(Project.id)).all() == [project.id]
         pool = host_engine.pool
@@ -253,7 +253,7 @@ def test_a_runtime_of_its_own_disposes_its_engine(
     database_url: str, make_runtime: MakeRuntime
 ) -> None:
     runtime = make_runtime(database_url)
-    runtime.projects.create("alpha")
+    runtime.projects.create_sync("alpha")
     pool = runtime.db.engine.pool
     assert pool.checkedin() >= 1
 

@@ -22,11 +22,14 @@ def awaitable(
     method: Callable[Concatenate[S, P], R],
 ) -> Callable[Concatenate[S, P], Coroutine[Any, Any, R]]:
     """The awaitable twin of the method `name_sync`, to be bound as `name`."""
-    name = method.__name__.removesuffix("_sync")
+    sync_name, name = method.__name__, method.__name__.removesuffix("_sync")
 
     @functools.wraps(method)
     async def twin(self: S, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await asyncio.to_thread(method, self, *args, **kwargs)
+        # Looked up on the instance at each call: a subclass's (or a test's) own
+        # `name_sync` is what the awaitable form runs too.
+        sync: Callable[P, R] = getattr(self, sync_name)
+        return await asyncio.to_thread(sync, *args, **kwargs)
 
     twin.__name__ = name
     twin.__qualname__ = method.__qualname__.removesuffix("_sync")

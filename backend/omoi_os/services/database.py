@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from omoi_os.config import AppSettings, get_app_settings, normalise_database_url
 from omoi_os.engines import DatabaseEngine, engine_for
+from omoi_os.migrations import check_schema_supported
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
@@ -39,14 +40,27 @@ class DatabaseService:
         engine: Engine | None = None,
     ) -> None:
         """Open an engine for `url` (or the settings' database URL). With `engine`, use
-        that one instead and leave its disposal to whoever made it."""
+        that one instead and leave its disposal to whoever made it. Our tables are in
+        the settings' `database_schema` (unset: the connection's default schema)."""
+        settings = settings or get_app_settings()
         if engine is not None:
-            self.engine, self._owns_engine = engine, False
+            self._root, self._owns_engine = engine, False
         else:
-            settings = settings or get_app_settings()
             resolved = normalise_database_url(url) if url else settings.database_url
             engine = create_database_engine(resolved, pool_size=settings.database_pool_size)
-            self.engine, self._owns_engine = engine, True
+            self._root, self._owns_engine = engine, True
+        self.schema = settings.database_schema
+        check_schema_supported(engine.dialect.name, self.schema)
+        # Every statement of ours names its tables without a schema; this map puts
+        # them in ours, on the same pool (a host's engine is not changed).
+        self.schema_translate_map: dict[str | None, str | None] = (
+            {None: self.schema} if self.schema else {}
+        )
+        self.engine = (
+            engine.execution_options(schema_translate_map=self.schema_translate_map)
+            if self.schema
+            else engine
+        )
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # The same pool, its connections lent in autocommit mode (single_statement).
         self.autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -54,15 +68,17 @@ class DatabaseService:
         self.backend: DatabaseEngine = engine_for(self.engine)
 
     @classmethod
-    def from_engine(cls, engine: Engine) -> DatabaseService:
+    def from_engine(cls, engine: Engine, *, settings: AppSettings | None = None) -> DatabaseService:
         """Use a host application's engine (and its pool); dispose() leaves it open."""
-        return cls(engine=engine)
+        return cls(engine=engine, settings=settings)
 
     @classmethod
-    def for_session(cls, session: Session) -> DatabaseService:
+    def for_session(
+        cls, session: Session, *, settings: AppSettings | None = None
+    ) -> DatabaseService:
         """Use the engine a session is bound to (the session itself is never shared)."""
         bind = session.get_bind()
-        return cls(engine=bind.engine if isinstance(bind, Connection) else bind)
+        return cls(engine=bind.engine if isinstance(bind, Connection) else bind, settings=settings)
 
     @property
     def url(self) -> str:
@@ -107,7 +123,7 @@ class DatabaseService:
     def dispose(self) -> None:
         """Close every pooled connection, unless the engine belongs to a host."""
         if self._owns_engine:
-            self.engine.dispose()
+            self._root.dispose()
 
 
 def create_database_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:

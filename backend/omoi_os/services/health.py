@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from omoi_os.clock import Clock
 from omoi_os.config import AppSettings
+from omoi_os.services.awaitable import awaitable
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.gauges import queue_wait_seconds
 from omoi_os.services.task_queue import TaskQueueService
@@ -54,7 +55,9 @@ class HealthCheck:
         self._settings = settings
         self._clock = clock
 
-    def check(self, *, scheduler_running: bool) -> HealthReport:
+    def check_sync(self, *, scheduler_running: bool) -> HealthReport:
+        """What /healthz reports (never raises: a database that does not answer is
+        reported as such)."""
         waited = self._oldest_claimable_seconds()
         return HealthReport(
             database_ok=waited is not None,
@@ -75,3 +78,5 @@ class HealthCheck:
                 extra={"action": "health_database_unavailable"},
             )
             return None
+
+    check = awaitable(check_sync)

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
-from omoi_os.errors import ProjectNotFound
+from omoi_os.errors import ProjectKeyTaken, ProjectNotFound
 from omoi_os.models import Project
+from omoi_os.services.awaitable import awaitable
 from omoi_os.services.consolidation.cancellation import Cancellation, cancel_job
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.paging import Page
@@ -28,6 +29,7 @@ DEACTIVATED = "project deactivated"
 THRESHOLD_RANGE: Final = (1, 100_000)
 COOLDOWN_RANGE: Final = (0, 604_800)
 MAX_PAUSE_REASON: Final = 500
+MAX_EXTERNAL_KEY: Final = 200  # projects.external_key is a VARCHAR(200)
 
 
 class _Keep(Enum):
@@ -47,8 +49,9 @@ class EffectiveSettings:
 
 
 class ProjectService:
-    """Projects: create, read, list, change, pause and resume; deactivating one cancels
-    its active job."""
+    """Projects: create (or ensure one per host key), read, list, change, pause and
+    resume; deactivating one cancels its active job. Every method is awaitable; its
+    synchronous twin ends in `_sync`."""
 
     def __init__(
         self,
@@ -63,37 +66,80 @@ class ProjectService:
         self._queue = queue
         self._clock = clock
 
-    def create(self, name: str, *, is_active: bool = True) -> Project:
+    def create_sync(
+        self, name: str, *, is_active: bool = True, external_key: str | None = None
+    ) -> Project:
+        """Create a project, keyed by the host's `external_key` if given;
+        ProjectKeyTaken if another project has that key."""
         with self._db.transaction() as session:
-            return project_store.insert_project(
-                session, name=name, is_active=is_active, now=self._clock()
+            project_id = project_store.insert_project(
+                session,
+                name=name,
+                is_active=is_active,
+                now=self._clock(),
+                external_key=external_key,
             )
+            if project_id is None:
+                assert external_key is not None  # only the key is unique
+                raise ProjectKeyTaken(external_key, self._owner_of(session, external_key))
+            return self._found(session, project_id)
 
-    def get(self, project_id: uuid.UUID) -> Project:
+    def ensure_sync(self, key: str, *, name: str | None = None) -> Project:
+        """The one project the host keys as `key`: made (named `name`, else the key) if
+        there is none yet. Idempotent, and concurrent calls with one key return the same
+        project: the database's unique index decides which insert makes it."""
+        _check_key(key)
+        with self._db.transaction() as session:
+            project = project_store.project_by_key(session, key)
+            if project is not None:
+                return project
+            project_store.insert_project(
+                session, name=name or key, is_active=True, now=self._clock(), external_key=key
+            )
+            found = project_store.project_by_key(session, key)
+            assert found is not None  # inserted now, or by whoever won the race
+            return found
+
+    def get_sync(self, project_id: uuid.UUID) -> Project:
         """The project; ProjectNotFound if there is none."""
         with self._db.read() as session:
-            project = project_store.get_project(session, project_id)
-        if project is None:
-            raise ProjectNotFound(project_id)
-        return project
+            return self._found(session, project_id)
 
-    def list(
+    def list_sync(
         self,
         *,
         active: bool | None = None,
         paused: bool | None = None,
+        external_key: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> Page[Project]:
         """Projects in a stable order (by id), only the active or inactive, paused or
-        running ones if asked."""
+        running ones, or the one keyed `external_key`, if asked."""
         with self._db.read() as session:
             rows = project_store.list_projects(
-                session, active=active, paused=paused, limit=limit + 1, offset=offset
+                session,
+                active=active,
+                paused=paused,
+                external_key=external_key,
+                limit=limit + 1,
+                offset=offset,
             )
         return Page.cut(rows, limit=limit, offset=offset)
 
-    def update(
+    @staticmethod
+    def _found(session: Session, project_id: uuid.UUID) -> Project:
+        project = project_store.get_project(session, project_id)
+        if project is None:
+            raise ProjectNotFound(project_id)
+        return project
+
+    @staticmethod
+    def _owner_of(session: Session, external_key: str) -> uuid.UUID | None:
+        owner = project_store.project_by_key(session, external_key)
+        return None if owner is None else owner.id
+
+    def update_sync(
         self,
         project_id: uuid.UUID,
         *,
@@ -149,7 +195,7 @@ class ProjectService:
             cooldown=self._settings.consolidation_cooldown if cooldown is None else cooldown,
         )
 
-    def pause(self, project_id: uuid.UUID, *, by: str, reason: str | None = None) -> Project:
+    def pause_sync(self, project_id: uuid.UUID, *, by: str, reason: str | None = None) -> Project:
         """Pause the project: no scheduled or threshold job until it is resumed (a manual
         trigger still works). A project paused already keeps its pause (idempotent).
         ProjectNotFound if there is none."""
@@ -161,15 +207,28 @@ class ProjectService:
             )
         if not found:
             raise ProjectNotFound(project_id)
-        return self.get(project_id)
+        return self.get_sync(project_id)
 
-    def resume(self, project_id: uuid.UUID) -> None:
+    def resume_sync(self, project_id: uuid.UUID) -> None:
         """Resume the project (idempotent). Nothing is started by it: the next memory
         write or scheduled tick sees the project's backlog as usual."""
         with self._db.transaction() as session:
             found = project_store.resume_project(session, project_id)
         if not found:
             raise ProjectNotFound(project_id)
+
+    create = awaitable(create_sync)
+    ensure = awaitable(ensure_sync)
+    get = awaitable(get_sync)
+    list = awaitable(list_sync)
+    update = awaitable(update_sync)
+    pause = awaitable(pause_sync)
+    resume = awaitable(resume_sync)
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not key.strip() or len(key) > MAX_EXTERNAL_KEY:
+        raise ValueError(f"key must be a non-blank string of at most {MAX_EXTERNAL_KEY} characters")
 
 
 def _check_override(field: str, value: int | _Keep | None, bounds: tuple[int, int]) -> None:

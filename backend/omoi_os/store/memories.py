@@ -24,6 +24,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal,
     select,
     true,
     union,
@@ -31,13 +32,14 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import Update
+from sqlalchemy.sql.dml import Insert, Update
 
-from omoi_os.models import MemoryTier, MemoryType, TaskMemory
+from omoi_os.models import MemoryTier, MemoryType, Project, TaskMemory
 from omoi_os.models.base import UTCDateTime, cast_table
 from omoi_os.store.sql import Bound
 
 _memories = cast_table(TaskMemory)
+_projects = cast_table(Project)
 
 # What scoring a memory needs, in the order the runner unpacks it.
 SCORING_COLUMNS = (
@@ -60,6 +62,7 @@ def insert_memory(
     success: bool,
     reused_count: int,
     learned_at: datetime,
+    metadata: dict[str, Any] | None = None,
 ) -> Any:
     """Insert one unconsolidated memory; returns its row (every column)."""
     values = {
@@ -69,9 +72,44 @@ def insert_memory(
         "success": success,
         "reused_count": reused_count,
         "learned_at": learned_at,
+        "metadata": metadata,
         "is_consolidated": False,
     }
     return session.connection().execute(_INSERT, values).one()
+
+
+def insert_memory_of_existing_project(
+    project_id: uuid.UUID,
+    *,
+    memory_type: MemoryType,
+    execution_summary: str,
+    success: bool,
+    reused_count: int,
+    learned_at: datetime,
+    metadata: dict[str, Any] | None,
+) -> Insert:
+    """INSERT of one unconsolidated memory, RETURNING its id, that inserts nothing if
+    the project does not exist: `INSERT … SELECT … FROM projects WHERE id = …`. One
+    statement on a host's own session, with no foreign-key error to abort the host's
+    transaction when the project is unknown."""
+    values = {
+        "project_id": project_id,
+        "memory_type": memory_type,
+        "execution_summary": execution_summary,
+        "success": success,
+        "reused_count": reused_count,
+        "learned_at": learned_at,
+        "metadata": metadata,
+        "is_consolidated": False,
+    }
+    columns = [_memories.c[name] for name in values]
+    row = select(
+        *(
+            literal(value, type_=column.type)
+            for value, column in zip(values.values(), columns, strict=True)
+        )
+    ).where(_projects.c.id == project_id)
+    return insert(_memories).from_select(columns, row).returning(_memories.c.id)
 
 
 def unconsolidated_count_upto(

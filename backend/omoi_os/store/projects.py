@@ -24,7 +24,7 @@ from sqlalchemy.sql.dml import Update
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import Project
 from omoi_os.models.base import cast_table
-from omoi_os.store.sql import execute_counting, instant_before
+from omoi_os.store.sql import execute_counting, insert_ignoring_conflicts, instant_before
 
 
 def parse_project_id(project_id: uuid.UUID | str) -> uuid.UUID:
@@ -37,11 +37,33 @@ def parse_project_id(project_id: uuid.UUID | str) -> uuid.UUID:
         raise ProjectNotFound(project_id) from None
 
 
-def insert_project(session: Session, *, name: str, is_active: bool, now: datetime) -> Project:
-    project = Project(name=name, is_active=is_active, created_at=now)
-    session.add(project)
-    session.flush()
-    return project
+def insert_project(
+    session: Session,
+    *,
+    name: str,
+    is_active: bool,
+    now: datetime,
+    external_key: str | None = None,
+) -> uuid.UUID | None:
+    """Insert a project; its id, or None if `external_key` is another project's (the
+    unique index decides, so concurrent inserts of one key make one project)."""
+    statement = (
+        insert_ignoring_conflicts(Project)
+        .values(
+            id=uuid.uuid4(),
+            name=name,
+            is_active=is_active,
+            created_at=now,
+            external_key=external_key,
+        )
+        .returning(Project.__table__.c.id)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def project_by_key(session: Session, external_key: str) -> Project | None:
+    """The project the host keys as `external_key`, or None."""
+    return session.scalars(select(Project).where(Project.external_key == external_key)).first()
 
 
 def get_project(
@@ -247,11 +269,14 @@ def list_projects(
     *,
     active: bool | None = None,
     paused: bool | None = None,
+    external_key: str | None = None,
     limit: int,
     offset: int,
 ) -> list[Project]:
     """Projects in id order (stable, and read from the primary key), filtered."""
     statement = select(Project).order_by(Project.id).limit(limit).offset(offset)
+    if external_key is not None:
+        statement = statement.where(Project.external_key == external_key)
     if active is not None:
         statement = statement.where(Project.is_active == active)
     if paused is not None:

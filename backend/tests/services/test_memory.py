@@ -72,7 +72,7 @@ def test_create_memory_stores_every_field(
     project = factories.project()
     learned_at = T0 - timedelta(days=3)
 
-    stored = memories.create_memory(
+    stored = memories.create_memory_sync(
         project.id,
         NewMemory(
             memory_type=MemoryType.DECISION,
@@ -96,6 +96,7 @@ def test_create_memory_stores_every_field(
         "consolidation_score": None,
         "tier": None,
         "tier_expires_at": None,
+        "metadata": None,
     }
     assert _stored(db) == [{"id": stored.memory.id} | expected]
     assert dict(stored.memory._mapping) == {"id": stored.memory.id} | expected
@@ -109,7 +110,7 @@ def test_create_memory_defaults(
     project = factories.project()
     clock.set(T0 + timedelta(minutes=5))
 
-    stored = memories.create_memory(
+    stored = memories.create_memory_sync(
         project.id, NewMemory(memory_type=MemoryType.WARNING, execution_summary="careful")
     )
 
@@ -129,8 +130,8 @@ def test_create_memory_reports_the_job_its_write_started(
     factories.memories(project.id, THRESHOLD - 1)
     note = NewMemory(memory_type=MemoryType.LEARNING, execution_summary="the tenth")
 
-    crossing = memories.create_memory(project.id, note)
-    after = memories.create_memory(project.id, note)
+    crossing = memories.create_memory_sync(project.id, note)
+    after = memories.create_memory_sync(project.id, note)
 
     with db.read() as session:
         jobs = session.scalars(select(ConsolidationJob)).all()
@@ -150,7 +151,7 @@ def test_create_memory_reports_what_the_check_answered(
     fake = _RecordingTriggers(job_id=77)
     memories = MemoryService(db, fake)  # type: ignore[arg-type]
 
-    stored = memories.create_memory(
+    stored = memories.create_memory_sync(
         project.id, NewMemory(memory_type=MemoryType.LEARNING, execution_summary="x")
     )
 
@@ -166,7 +167,7 @@ def test_a_failing_threshold_check_keeps_the_memory(
     fake = _RecordingTriggers(error=RuntimeError("the probe failed"))
     memories = MemoryService(db, fake)  # type: ignore[arg-type]
 
-    stored = memories.create_memory(
+    stored = memories.create_memory_sync(
         project.id, NewMemory(memory_type=MemoryType.ERROR_FIX, execution_summary="kept")
     )
 
@@ -184,10 +185,10 @@ def test_after_write_of_a_host_written_memory(
     """A host that writes memories with its own code runs the same check afterwards."""
     project = factories.project()
     factories.memories(project.id, THRESHOLD - 1)
-    below = memories.after_write(project.id)
+    below = memories.after_write_sync(project.id)
     factories.memories(project.id, 1)
 
-    crossed = memories.after_write(str(project.id))
+    crossed = memories.after_write_sync(str(project.id))
 
     with db.read() as session:
         job_ids = session.scalars(select(ConsolidationJob.id)).all()
@@ -195,19 +196,24 @@ def test_after_write_of_a_host_written_memory(
     assert crossed == ThresholdCheck(job_ids[0]) and len(job_ids) == 1
 
 
-def test_after_write_never_raises(
+def test_after_write_of_an_unknown_project_says_so_without_a_traceback(
     db: DatabaseService, factories: Factories, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="omoi_os.services.memory")
+    caplog.set_level(logging.INFO, logger="omoi_os.services.memory")
     unknown = uuid.uuid4()
     fake = _RecordingTriggers(error=ProjectNotFound(unknown))
     memories = MemoryService(db, fake)  # type: ignore[arg-type]
 
-    check = memories.after_write(unknown)
+    check = memories.after_write_sync(unknown)
 
-    assert check == ThresholdCheck(None, failed=True)
+    assert check == ThresholdCheck(None, failed=False, unknown_project=True)
     assert fake.checked == [unknown]
-    assert one(caplog, "threshold_check_failed").project_id == str(unknown)  # type: ignore[attr-defined]
+    record = one(caplog, "threshold_check_unknown_project")
+    assert record.project_id == str(unknown)  # type: ignore[attr-defined]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert record.getMessage() == (
+        f"threshold check after a memory write: project {unknown} does not exist"
+    )
 
 
 @pytest.mark.asyncio
@@ -216,7 +222,7 @@ async def test_after_write_async(db: DatabaseService, factories: Factories) -> N
     fake = _RecordingTriggers(job_id=5)
     memories = MemoryService(db, fake)  # type: ignore[arg-type]
 
-    check = await memories.after_write_async(project.id)
+    check = await memories.after_write(project.id)
 
     assert check == ThresholdCheck(5)
     assert fake.checked == [project.id]
@@ -231,7 +237,7 @@ def test_create_memory_of_an_unknown_project_writes_nothing(
     memories = MemoryService(db, fake)  # type: ignore[arg-type]
 
     with pytest.raises(ProjectNotFound) as raised:
-        memories.create_memory(
+        memories.create_memory_sync(
             unknown, NewMemory(memory_type=MemoryType.LEARNING, execution_summary="lost")
         )
 

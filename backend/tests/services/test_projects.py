@@ -38,6 +38,7 @@ UNTOUCHED = {
     "pause_reason": None,
     "consolidation_threshold": None,
     "consolidation_cooldown": None,
+    "external_key": None,
 }
 
 
@@ -48,9 +49,9 @@ def _stored(db: DatabaseService) -> list[dict[str, Any]]:
 
 
 def test_create(db: DatabaseService, projects: ProjectService, clock: FakeClock) -> None:
-    alpha = projects.create("alpha")
+    alpha = projects.create_sync("alpha")
     clock.advance(timedelta(minutes=1))
-    beta = projects.create("beta", is_active=False)
+    beta = projects.create_sync("beta", is_active=False)
 
     assert isinstance(alpha.id, uuid.UUID) and alpha.id != beta.id
     assert (alpha.name, alpha.is_active, alpha.created_at) == ("alpha", True, T0)
@@ -78,10 +79,10 @@ def test_create(db: DatabaseService, projects: ProjectService, clock: FakeClock)
 
 
 def test_get(projects: ProjectService) -> None:
-    created = projects.create("alpha", is_active=False)
-    projects.create("beta")
+    created = projects.create_sync("alpha", is_active=False)
+    projects.create_sync("beta")
 
-    found = projects.get(created.id)
+    found = projects.get_sync(created.id)
 
     assert (found.id, found.name, found.is_active, found.created_at) == (
         created.id,
@@ -92,12 +93,12 @@ def test_get(projects: ProjectService) -> None:
 
 
 def test_get_an_unknown_project(db: DatabaseService, projects: ProjectService) -> None:
-    projects.create("alpha")
+    projects.create_sync("alpha")
     before = _stored(db)
     unknown = uuid.uuid4()
 
     with pytest.raises(ProjectNotFound) as raised:
-        projects.get(unknown)
+        projects.get_sync(unknown)
 
     assert raised.value.project_id == unknown
     assert _stored(db) == before
@@ -121,16 +122,16 @@ def test_update_changes_only_the_given_fields(
     name: str,
     is_active: bool,
 ) -> None:
-    project = projects.create("alpha")
-    other = projects.create("beta")
+    project = projects.create_sync("alpha")
+    other = projects.create_sync("beta")
 
-    updated = projects.update(project.id, **changes)
+    updated = projects.update_sync(project.id, **changes)
 
     expected = {"id": project.id, "name": name, "is_active": is_active, "created_at": T0}
     assert (updated.id, updated.name, updated.is_active, updated.created_at) == tuple(
         expected.values()
     )
-    reread = projects.get(project.id)
+    reread = projects.get_sync(project.id)
     assert (reread.name, reread.is_active) == (name, is_active)
     assert {row["id"]: row for row in _stored(db)} == {
         project.id: expected | UNTOUCHED,
@@ -139,22 +140,22 @@ def test_update_changes_only_the_given_fields(
 
 
 def test_update_reactivates(projects: ProjectService) -> None:
-    project = projects.create("alpha", is_active=False)
+    project = projects.create_sync("alpha", is_active=False)
 
-    projects.update(project.id, is_active=True)
+    projects.update_sync(project.id, is_active=True)
 
-    assert projects.get(project.id).is_active is True
+    assert projects.get_sync(project.id).is_active is True
 
 
 def test_update_an_unknown_project_writes_nothing(
     db: DatabaseService, projects: ProjectService
 ) -> None:
-    projects.create("alpha")
+    projects.create_sync("alpha")
     before = _stored(db)
     unknown = uuid.uuid4()
 
     with pytest.raises(ProjectNotFound) as raised:
-        projects.update(unknown, name="renamed", is_active=False)
+        projects.update_sync(unknown, name="renamed", is_active=False)
 
     assert raised.value.project_id == unknown
     assert _stored(db) == before
@@ -164,11 +165,11 @@ def test_update_an_unknown_project_writes_nothing(
 
 
 def test_overrides_are_set_kept_and_reset(db: DatabaseService, projects: ProjectService) -> None:
-    project = projects.create("alpha")
+    project = projects.create_sync("alpha")
 
-    set_both = projects.update(project.id, consolidation_threshold=5, consolidation_cooldown=0)
-    kept = projects.update(project.id, name="renamed", consolidation_cooldown=KEEP)
-    reset = projects.update(project.id, consolidation_threshold=None)
+    set_both = projects.update_sync(project.id, consolidation_threshold=5, consolidation_cooldown=0)
+    kept = projects.update_sync(project.id, name="renamed", consolidation_cooldown=KEEP)
+    reset = projects.update_sync(project.id, consolidation_threshold=None)
 
     assert projects.effective(set_both) == EffectiveSettings(threshold=5, cooldown=0)
     assert (kept.consolidation_threshold, kept.consolidation_cooldown) == (5, 0)
@@ -194,11 +195,11 @@ def test_overrides_are_set_kept_and_reset(db: DatabaseService, projects: Project
 def test_an_override_out_of_range_writes_nothing(
     db: DatabaseService, projects: ProjectService, changes: dict[str, Any], message: str
 ) -> None:
-    project = projects.create("alpha")
+    project = projects.create_sync("alpha")
     before = _stored(db)
 
     with pytest.raises(ValueError, match=message):
-        projects.update(project.id, name="renamed", **changes)
+        projects.update_sync(project.id, name="renamed", **changes)
 
     assert _stored(db) == before
 
@@ -218,8 +219,8 @@ def test_effective_settings_agree_with_what_the_triggers_apply(
     settings = AppSettings(consolidation_threshold=threshold, consolidation_cooldown=cooldown)
     service = ProjectService(db, settings=settings, queue=TaskQueueService())
     projects = [
-        service.update(
-            service.create(f"p{n}").id, consolidation_threshold=t, consolidation_cooldown=c
+        service.update_sync(
+            service.create_sync(f"p{n}").id, consolidation_threshold=t, consolidation_cooldown=c
         )
         for n, (t, c) in enumerate(OVERRIDES)
     ]
@@ -246,16 +247,16 @@ def test_effective_settings_agree_with_what_the_triggers_apply(
 def test_pause_is_idempotent_and_resume_clears_it(
     db: DatabaseService, projects: ProjectService, clock: FakeClock
 ) -> None:
-    project = projects.create("alpha")
+    project = projects.create_sync("alpha")
 
-    paused = projects.pause(project.id, by="alice", reason="noisy agent")
+    paused = projects.pause_sync(project.id, by="alice", reason="noisy agent")
     clock.advance(timedelta(minutes=5))
-    again = projects.pause(project.id, by="bob")
+    again = projects.pause_sync(project.id, by="bob")
 
     assert (paused.paused_at, paused.paused_by, paused.pause_reason) == (T0, "alice", "noisy agent")
     assert (again.paused_at, again.paused_by, again.pause_reason) == (T0, "alice", "noisy agent")
-    projects.resume(project.id)
-    projects.resume(project.id)
+    projects.resume_sync(project.id)
+    projects.resume_sync(project.id)
     assert _stored(db) == [
         {"id": project.id, "name": "alpha", "is_active": True, "created_at": T0} | UNTOUCHED
     ]
@@ -264,14 +265,14 @@ def test_pause_is_idempotent_and_resume_clears_it(
 def test_pausing_an_unknown_project_or_with_a_long_reason_writes_nothing(
     db: DatabaseService, projects: ProjectService
 ) -> None:
-    project = projects.create("alpha")
+    project = projects.create_sync("alpha")
     before = _stored(db)
 
     with pytest.raises(ProjectNotFound):
-        projects.pause(uuid.uuid4(), by="alice")
+        projects.pause_sync(uuid.uuid4(), by="alice")
     with pytest.raises(ProjectNotFound):
-        projects.resume(uuid.uuid4())
+        projects.resume_sync(uuid.uuid4())
     with pytest.raises(ValueError, match="reason is longer than 500 characters"):
-        projects.pause(project.id, by="alice", reason="x" * 501)
+        projects.pause_sync(project.id, by="alice", reason="x" * 501)
 
     assert _stored(db) == before

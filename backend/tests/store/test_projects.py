@@ -54,8 +54,7 @@ def test_parse_project_id_of_bad_text_names_no_project(text: str) -> None:
 
 def test_insert_project(db: DatabaseService, factories: Factories) -> None:
     with db.transaction() as session:
-        project = project_store.insert_project(session, name="alpha", is_active=False, now=T0)
-        project_id = project.id
+        project_id = project_store.insert_project(session, name="alpha", is_active=False, now=T0)
 
     assert isinstance(project_id, uuid.UUID)
     with db.read() as session:
@@ -72,6 +71,7 @@ def test_insert_project(db: DatabaseService, factories: Factories) -> None:
         "pause_reason": None,
         "consolidation_threshold": None,
         "consolidation_cooldown": None,
+        "external_key": None,
     }
     assert factories.count(Project) == 1
 

@@ -35,7 +35,7 @@ def write_memories(
     memories: MemoryService, project_id: uuid.UUID, count: int, note: NewMemory = LESSON
 ) -> list[int | None]:
     """Write `note` `count` times, as a client does; the job each write started, if any."""
-    return [memories.create_memory(project_id, note).triggered_job_id for _ in range(count)]
+    return [memories.create_memory_sync(project_id, note).triggered_job_id for _ in range(count)]
 
 
 def finish_job(

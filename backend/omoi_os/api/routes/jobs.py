@@ -42,7 +42,7 @@ def trigger_consolidation(
     job_id = runtime.triggers.trigger_consolidation_sync(
         project_id, TriggerType.MANUAL, scope, triggered_by=principal
     )
-    return JobOut.model_validate(runtime.jobs.get(job_id))
+    return JobOut.model_validate(runtime.jobs.get_sync(job_id))
 
 
 @get_and_head(router, "/consolidation-jobs", response_model=JobPage)
@@ -54,7 +54,7 @@ def list_jobs(
     offset: Offset = 0,
 ) -> JobPage:
     """Consolidation jobs of every project, newest first."""
-    page = runtime.jobs.list(
+    page = runtime.jobs.list_sync(
         status=status_filter, trigger_type=trigger_type, limit=limit, offset=offset
     )
     return _job_page(page)
@@ -65,7 +65,7 @@ def list_jobs(
 )
 def read_job(job_id: JobId, runtime: Runtime) -> JobOut:
     """Read one consolidation job."""
-    return JobOut.model_validate(runtime.jobs.get(job_id))
+    return JobOut.model_validate(runtime.jobs.get_sync(job_id))
 
 
 @get_and_head(
@@ -82,7 +82,7 @@ def list_project_jobs(
     offset: Offset = 0,
 ) -> JobPage:
     """A project's consolidation jobs, newest first."""
-    page = runtime.jobs.list(
+    page = runtime.jobs.list_sync(
         project_id=project_id, status=status_filter, limit=limit, offset=offset
     )
     return _job_page(page)
@@ -118,7 +118,7 @@ def cancel_job(
     the batches done stay, a later job does the rest). 409 (naming its status) for a
     job that has finished. Who and why are recorded on the job."""
     reason = body.reason if body is not None else None
-    job, how = runtime.jobs.cancel(job_id, by=principal, reason=reason)
+    job, how = runtime.jobs.cancel_sync(job_id, by=principal, reason=reason)
     if how is Cancelled.STOPPING:
         response.status_code = status.HTTP_202_ACCEPTED
     return JobOut.model_validate(job)
@@ -136,4 +136,4 @@ def retry_job(job_id: JobId, principal: Principal, runtime: Runtime) -> JobOut:
     `retry_of_id` names it. 409 for a job in another status (naming it), an inactive
     project, or a project with an active job (`active_job_id`)."""
     new_job_id = runtime.triggers.retry_sync(job_id, triggered_by=principal)
-    return JobOut.model_validate(runtime.jobs.get(new_job_id))
+    return JobOut.model_validate(runtime.jobs.get_sync(new_job_id))

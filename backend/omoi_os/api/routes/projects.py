@@ -35,7 +35,7 @@ router = APIRouter(prefix="/projects", tags=["projects"], route_class=Consolidat
 )
 def create_project(body: ProjectCreate, runtime: Runtime) -> ProjectOut:
     """Create a project."""
-    project = runtime.projects.create(body.name, is_active=body.is_active)
+    project = runtime.projects.create_sync(body.name, is_active=body.is_active)
     return _project_out(project, runtime)
 
 
@@ -48,7 +48,7 @@ def list_projects(
     offset: Offset = 0,
 ) -> ProjectPage:
     """Projects, in a stable order (by id)."""
-    page = runtime.projects.list(active=active, paused=paused, limit=limit, offset=offset)
+    page = runtime.projects.list_sync(active=active, paused=paused, limit=limit, offset=offset)
     return ProjectPage(
         items=[_project_out(project, runtime) for project in page.items],
         limit=page.limit,
@@ -60,7 +60,7 @@ def list_projects(
 @get_and_head(router, "/{project_id}", response_model=ProjectOut, responses=error_responses(404))
 def get_project(project_id: uuid.UUID, runtime: Runtime) -> ProjectOut:
     """Read a project."""
-    return _project_out(runtime.projects.get(project_id), runtime)
+    return _project_out(runtime.projects.get_sync(project_id), runtime)
 
 
 @router.patch("/{project_id}", response_model=ProjectOut, responses=error_responses(400, 415, 404))
@@ -72,7 +72,7 @@ def update_project(
     cancels the project's pending job, and stops its running one at the end of its
     batch (the job records who, and why)."""
     given = body.model_fields_set
-    project = runtime.projects.update(
+    project = runtime.projects.update_sync(
         project_id,
         name=body.name,
         is_active=body.is_active,
@@ -97,7 +97,7 @@ def pause_project(
     crossing meanwhile is dropped); a manual trigger still works. Pausing a paused
     project keeps its pause."""
     reason = body.reason if body is not None else None
-    project = runtime.projects.pause(project_id, by=principal, reason=reason)
+    project = runtime.projects.pause_sync(project_id, by=principal, reason=reason)
     return _project_out(project, runtime)
 
 
@@ -106,7 +106,7 @@ def pause_project(
 )
 def resume_project(project_id: uuid.UUID, runtime: Runtime) -> None:
     """Resume a project (also when it is not paused). It starts nothing by itself."""
-    runtime.projects.resume(project_id)
+    runtime.projects.resume_sync(project_id)
 
 
 @router.post(
@@ -125,7 +125,7 @@ def create_memory(project_id: uuid.UUID, body: MemoryCreate, runtime: Runtime) -
         reused_count=body.reused_count,
         learned_at=body.learned_at,
     )
-    stored = runtime.memories.create_memory(project_id, new)
+    stored = runtime.memories.create_memory_sync(project_id, new)
     return MemoryCreated(
         memory=MemoryOut.model_validate(stored.memory),
         consolidation_job_id=stored.triggered_job_id,

@@ -44,7 +44,7 @@ def read_schedule(runtime: Runtime) -> ScheduleOut:
 
 
 def _pause_out(runtime: Runtime) -> SchedulePauseOut | None:
-    pause = runtime.schedule.current_pause()
+    pause = runtime.schedule.current_pause_sync()
     return None if pause is None else SchedulePauseOut.model_validate(pause)
 
 
@@ -60,19 +60,19 @@ def pause_schedule(
     passed over (`schedule_paused`), creates no job, and is never caught up. Pausing a
     paused schedule answers the pause in force, unchanged."""
     reason = body.reason if body is not None else None
-    return SchedulePauseOut.model_validate(runtime.schedule.pause(by=principal, reason=reason))
+    return SchedulePauseOut.model_validate(runtime.schedule.pause_sync(by=principal, reason=reason))
 
 
 @router.delete("/consolidation/schedule/pause", status_code=status.HTTP_204_NO_CONTENT)
 def resume_schedule(runtime: Runtime) -> None:
     """Resume the schedule (also when it is not paused): the next tick creates jobs."""
-    runtime.schedule.resume()
+    runtime.schedule.resume_sync()
 
 
 @get_and_head(router, "/consolidation/ticks", response_model=TickPage)
 def list_ticks(runtime: Runtime, limit: Limit = 50, offset: Offset = 0) -> TickPage:
     """The schedule's ticks as they were run, newest first."""
-    page = runtime.schedule.ticks(limit=limit, offset=offset)
+    page = runtime.schedule.ticks_sync(limit=limit, offset=offset)
     return TickPage(
         items=[TickOut.model_validate(tick) for tick in page.items],
         limit=page.limit,
@@ -93,7 +93,7 @@ HEALTH_RESPONSES: dict[int | str, dict[str, Any]] = {
 def health(runtime: Runtime) -> JSONResponse:
     """200 when the database answers and the scheduler runs; 503 otherwise. The queue's
     wait is reported (and flagged past its limit) without changing the status."""
-    report = runtime.health.check(scheduler_running=runtime.triggers.running)
+    report = runtime.health.check_sync(scheduler_running=runtime.triggers.running)
     waited = report.oldest_claimable_seconds
     body = HealthOut(
         status="ok" if report.healthy else "unavailable",

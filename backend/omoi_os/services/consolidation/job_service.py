@@ -8,6 +8,7 @@ import uuid
 from omoi_os.clock import Clock, utc_now
 from omoi_os.errors import ProjectNotFound
 from omoi_os.models import ConsolidationJob, JobStatus, TriggerType
+from omoi_os.services.awaitable import awaitable
 from omoi_os.services.consolidation.cancellation import Cancelled, cancel_job
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.paging import Page
@@ -20,7 +21,8 @@ JobPage = Page[ConsolidationJob]
 
 
 class JobService:
-    """Jobs as operators see them: read one, list them, cancel one."""
+    """Jobs as operators see them: read one, list them, cancel one. Every method is
+    awaitable; its synchronous twin ends in `_sync`."""
 
     def __init__(
         self,
@@ -33,12 +35,12 @@ class JobService:
         self._queue = queue
         self._clock = clock
 
-    def get(self, job_id: int) -> ConsolidationJob:
+    def get_sync(self, job_id: int) -> ConsolidationJob:
         """The job; JobNotFound if there is none."""
         with self._db.read() as session:
             return job_store.get_job(session, job_id)
 
-    def cancel(
+    def cancel_sync(
         self, job_id: int, *, by: str, reason: str | None = None
     ) -> tuple[ConsolidationJob, Cancelled]:
         """Cancel a pending job at once, or ask a running one to stop after its batch.
@@ -56,7 +58,7 @@ class JobService:
         cancelled.log()
         return job, cancelled.how
 
-    def list(
+    def list_sync(
         self,
         *,
         project_id: uuid.UUID | None = None,
@@ -79,3 +81,7 @@ class JobService:
                 offset=offset,
             )
         return JobPage.cut(rows, limit=limit, offset=offset)
+
+    get = awaitable(get_sync)
+    cancel = awaitable(cancel_sync)
+    list = awaitable(list_sync)

@@ -12,6 +12,7 @@ import logging
 
 from omoi_os.clock import Clock, utc_now
 from omoi_os.models import ConsolidationTick, SchedulePause
+from omoi_os.services.awaitable import awaitable
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.paging import Page
 from omoi_os.services.projects import MAX_PAUSE_REASON
@@ -22,11 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 class ScheduleService:
+    """The schedule as operators handle it: pause, resume, the pause in force, and the
+    recorded ticks. Every method is awaitable; its synchronous twin ends in `_sync`."""
+
     def __init__(self, db: DatabaseService, *, clock: Clock = utc_now) -> None:
         self._db = db
         self._clock = clock
 
-    def pause(self, *, by: str, reason: str | None = None) -> SchedulePause:
+    def pause_sync(self, *, by: str, reason: str | None = None) -> SchedulePause:
         """Pause the schedule; returns the pause. Pausing a paused schedule changes
         nothing and returns the pause in force (idempotent)."""
         if reason is not None and len(reason) > MAX_PAUSE_REASON:
@@ -43,19 +47,24 @@ class ScheduleService:
         )
         return pause
 
-    def resume(self) -> None:
+    def resume_sync(self) -> None:
         """Resume the schedule (idempotent). Ticks passed over while paused stay so."""
         with self._db.transaction() as session:
             pause_store.delete_pause(session)
         logger.info("consolidation schedule resumed", extra={"action": "schedule_resumed"})
 
-    def current_pause(self) -> SchedulePause | None:
+    def current_pause_sync(self) -> SchedulePause | None:
         """The pause in force, or None while the schedule runs."""
         with self._db.read() as session:
             return pause_store.get_pause(session)
 
-    def ticks(self, *, limit: int = 50, offset: int = 0) -> Page[ConsolidationTick]:
+    def ticks_sync(self, *, limit: int = 50, offset: int = 0) -> Page[ConsolidationTick]:
         """The recorded ticks, newest first."""
         with self._db.read() as session:
             rows = tick_store.list_ticks(session, limit=limit + 1, offset=offset)
         return Page.cut(rows, limit=limit, offset=offset)
+
+    pause = awaitable(pause_sync)
+    resume = awaitable(resume_sync)
+    current_pause = awaitable(current_pause_sync)
+    ticks = awaitable(ticks_sync)

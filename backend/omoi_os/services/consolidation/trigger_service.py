@@ -8,14 +8,13 @@ The service the backend's memory and API code call, assembled from its parts:
 - `scheduler.py`: the APScheduler timers that fire the ticks and the periodic pass.
 
 Every trigger runs in its own short transaction; no session outlives a call. The
-database work is synchronous; async callers use the `async def` methods, which run it
-through `asyncio.to_thread`, and the scheduler's callbacks run on APScheduler's own
+database work is synchronous; each method's plain name is awaitable (it runs the
+`_sync` twin through `asyncio.to_thread`), and the scheduler's callbacks run on APScheduler's own
 threads, never on the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -27,6 +26,7 @@ from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings, get_app_settings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import TriggerType
+from omoi_os.services.awaitable import awaitable
 from omoi_os.services.consolidation.scheduler import (
     DEFAULT_INTERVAL,
     DEFAULT_STOP_TIMEOUT,
@@ -114,18 +114,6 @@ class ConsolidationTriggerService:
 
     # --- the three triggers ----------------------------------------------------------
 
-    async def trigger_consolidation(
-        self,
-        project_id: uuid.UUID | str,
-        trigger_type: TriggerType = TriggerType.MANUAL,
-        scope: ConsolidationScope | dict[str, Any] | None = None,
-        triggered_by: str | None = None,
-    ) -> int:
-        """Async form of trigger_consolidation_sync (runs off the event loop)."""
-        return await asyncio.to_thread(
-            self.trigger_consolidation_sync, project_id, trigger_type, scope, triggered_by
-        )
-
     def trigger_consolidation_sync(
         self,
         project_id: uuid.UUID | str,
@@ -137,7 +125,7 @@ class ConsolidationTriggerService:
         ValidationError (bad scope), ProjectNotFound, ProjectInactive or
         ConsolidationAlreadyActive (naming the active job); nothing is written then."""
         if trigger_type is TriggerType.SCHEDULED:
-            raise ValueError("scheduled jobs come from ticks: use run_scheduled_tick(tick)")
+            raise ValueError("scheduled jobs come from ticks: use run_scheduled_tick_sync(tick)")
         return self.manual.trigger(
             project_id, scope=scope, triggered_by=triggered_by, trigger_type=trigger_type
         )
@@ -148,16 +136,17 @@ class ConsolidationTriggerService:
         ProjectInactive or ConsolidationAlreadyActive; nothing is written then."""
         return self.manual.retry(job_id, triggered_by=triggered_by)
 
-    async def check_threshold_triggers(self, project_id: uuid.UUID | str) -> int | None:
-        """Async form of check_threshold_triggers_sync (runs off the event loop)."""
-        return await asyncio.to_thread(self.check_threshold_triggers_sync, project_id)
-
     def check_threshold_triggers_sync(self, project_id: uuid.UUID | str) -> int | None:
         """Call after a memory write commits: start a job if the project's unconsolidated
         memories reached the threshold, no job is active and the cooldown is over.
         Returns the new job's id, or None. Raises ProjectNotFound."""
         return self.threshold.check(project_id)
 
-    def run_scheduled_tick(self, tick: datetime) -> TickResult:
+    def run_scheduled_tick_sync(self, tick: datetime) -> TickResult:
         """Run one tick now (idempotent per tick, across replicas)."""
         return self.ticks.run_tick(tick)
+
+    trigger_consolidation = awaitable(trigger_consolidation_sync)
+    retry = awaitable(retry_sync)
+    check_threshold_triggers = awaitable(check_threshold_triggers_sync)
+    run_scheduled_tick = awaitable(run_scheduled_tick_sync)

@@ -204,9 +204,9 @@ def test_the_ticks_history_newest_first(client: TestClient, factories: Factories
     factories.projects(2, new_memories=1)
     triggers = client.app.state.runtime.triggers  # type: ignore[attr-defined]
     first, second = T0, T0 + timedelta(days=1)
-    triggers.run_scheduled_tick(first)
+    triggers.run_scheduled_tick_sync(first)
     client.put("/api/v1/consolidation/schedule/pause", headers=AUTH)
-    triggers.run_scheduled_tick(second)
+    triggers.run_scheduled_tick_sync(second)
 
     page = client.get("/api/v1/consolidation/ticks", params={"limit": 1}, headers=AUTH)
     rest = client.get("/api/v1/consolidation/ticks", params={"offset": 1}, headers=AUTH)

@@ -93,7 +93,7 @@ def test_a_cancelled_pending_job_is_never_run(ops: _Ops, factories: Factories) -
     factories.memories(project.id, 3)
     job_id = ops.triggers.trigger_consolidation_sync(project.id)
 
-    job, how = ops.jobs.cancel(job_id, by="alice", reason="bad deploy")
+    job, how = ops.jobs.cancel_sync(job_id, by="alice", reason="bad deploy")
 
     assert how is Cancelled.AT_ONCE
     assert (job.status, job.finished_at, job.cancel_requested_at) == (JobStatus.CANCELLED, T0, T0)
@@ -113,7 +113,7 @@ def test_a_cancelled_running_job_stops_after_the_batch_in_progress(
     answers: list[Cancelled] = []
 
     def cancel() -> None:  # after batch 1 committed: batch 2 is the one in progress
-        answers.append(ops.jobs.cancel(job_id, by="alice", reason="incident")[1])
+        answers.append(ops.jobs.cancel_sync(job_id, by="alice", reason="incident")[1])
 
     assert ops.worker(between_batches=cancel).run_once() is True
 
@@ -140,7 +140,7 @@ def test_a_job_asked_to_stop_before_a_worker_takes_it_ends_without_a_batch(
     with ops.db.transaction() as session:
         ops.queue.enqueue(session=session, task_type="consolidation", tasks=[(str(job.id), T0)])
 
-    assert ops.jobs.cancel(job.id, by="alice")[1] is Cancelled.STOPPING
+    assert ops.jobs.cancel_sync(job.id, by="alice")[1] is Cancelled.STOPPING
     assert ops.worker().run_once() is True
 
     assert stored_job(ops.db, job.id).status is JobStatus.CANCELLED
@@ -151,8 +151,8 @@ def test_asking_a_stopping_job_again_is_no_error(ops: _Ops, factories: Factories
     project = factories.project()
     job = factories.job(project.id, status=JobStatus.RUNNING, started_at=T0)
 
-    first = ops.jobs.cancel(job.id, by="alice", reason="first")[1]
-    second = ops.jobs.cancel(job.id, by="bob", reason="second")[1]
+    first = ops.jobs.cancel_sync(job.id, by="alice", reason="first")[1]
+    second = ops.jobs.cancel_sync(job.id, by="bob", reason="second")[1]
 
     assert (first, second) == (Cancelled.STOPPING, Cancelled.STOPPING)
     stored = stored_job(ops.db, job.id)
@@ -171,7 +171,7 @@ def test_a_finished_job_cannot_be_cancelled(
     job = factories.job(project.id, status=status, finished_at=T0)
 
     with pytest.raises(JobNotCancellable, match=f"is {status.value}; only a pending or running"):
-        ops.jobs.cancel(job.id, by="alice")
+        ops.jobs.cancel_sync(job.id, by="alice")
 
     stored = stored_job(ops.db, job.id)
     assert (stored.status, stored.cancel_requested_at, stored.cancelled_by) == (status, None, None)
@@ -179,7 +179,7 @@ def test_a_finished_job_cannot_be_cancelled(
 
 def test_an_unknown_job_cannot_be_cancelled(ops: _Ops) -> None:
     with pytest.raises(JobNotFound, match="job 404 does not exist"):
-        ops.jobs.cancel(404, by="alice")
+        ops.jobs.cancel_sync(404, by="alice")
 
 
 # --- deactivation -----------------------------------------------------------------------
@@ -192,7 +192,7 @@ def test_deactivating_cancels_the_pending_job_and_the_409s_agree(
     factories.memories(project.id, 3)
     job_id = ops.triggers.trigger_consolidation_sync(project.id)
 
-    ops.projects.update(project.id, is_active=False, by="alice")
+    ops.projects.update_sync(project.id, is_active=False, by="alice")
 
     job = stored_job(ops.db, job_id)
     assert (job.status, job.cancelled_by, job.cancel_reason) == (
@@ -212,7 +212,7 @@ def test_deactivating_stops_the_running_job_and_the_409_names_it(
     project = factories.project()
     job = factories.job(project.id, status=JobStatus.RUNNING, started_at=T0)
 
-    ops.projects.update(project.id, is_active=False, by="alice")
+    ops.projects.update_sync(project.id, is_active=False, by="alice")
 
     stored = stored_job(ops.db, job.id)
     assert (stored.status, stored.cancel_requested_at) == (JobStatus.RUNNING, T0)

@@ -38,7 +38,7 @@ def test_get(jobs: JobService, factories: Factories) -> None:
     )
     factories.job(project.id)
 
-    found = jobs.get(job.id)
+    found = jobs.get_sync(job.id)
 
     assert (
         found.id,
@@ -71,7 +71,7 @@ def test_get_an_unknown_job(jobs: JobService, factories: Factories) -> None:
     job = factories.job(factories.project().id)
 
     with pytest.raises(JobNotFound) as raised:
-        jobs.get(job.id + 1)
+        jobs.get_sync(job.id + 1)
 
     assert raised.value.job_id == job.id + 1
 
@@ -84,11 +84,11 @@ def test_list_newest_first_with_filters(jobs: JobService, factories: Factories) 
     b2 = factories.job(b, status=JobStatus.PENDING).id
     a3 = factories.job(a, status=JobStatus.RUNNING).id
 
-    assert _ids(jobs.list()) == [a3, b2, a2, b1, a1]
-    assert _ids(jobs.list(project_id=a)) == [a3, a2, a1]
-    assert _ids(jobs.list(status=JobStatus.COMPLETED)) == [a2, a1]
-    assert _ids(jobs.list(project_id=b, status=JobStatus.PENDING)) == [b2]
-    assert _ids(jobs.list(project_id=b, status=JobStatus.COMPLETED)) == []
+    assert _ids(jobs.list_sync()) == [a3, b2, a2, b1, a1]
+    assert _ids(jobs.list_sync(project_id=a)) == [a3, a2, a1]
+    assert _ids(jobs.list_sync(status=JobStatus.COMPLETED)) == [a2, a1]
+    assert _ids(jobs.list_sync(project_id=b, status=JobStatus.PENDING)) == [b2]
+    assert _ids(jobs.list_sync(project_id=b, status=JobStatus.COMPLETED)) == []
 
 
 def test_list_pages(jobs: JobService, factories: Factories) -> None:
@@ -96,10 +96,10 @@ def test_list_pages(jobs: JobService, factories: Factories) -> None:
     ids = [factories.job(project, status=JobStatus.COMPLETED).id for _ in range(5)]
     newest_first = ids[::-1]
 
-    first = jobs.list(limit=2)
-    second = jobs.list(limit=2, offset=2)
-    last = jobs.list(limit=2, offset=4)
-    beyond = jobs.list(limit=2, offset=6)
+    first = jobs.list_sync(limit=2)
+    second = jobs.list_sync(limit=2, offset=2)
+    last = jobs.list_sync(limit=2, offset=4)
+    beyond = jobs.list_sync(limit=2, offset=6)
 
     assert (_ids(first), first.limit, first.offset, first.next_offset) == (
         newest_first[0:2],
@@ -118,21 +118,21 @@ def test_a_full_last_page_has_no_next_offset(jobs: JobService, factories: Factor
         factories.job(a, status=JobStatus.COMPLETED)
     ids = [factories.job(b, status=JobStatus.COMPLETED).id for _ in range(4)]
 
-    full = jobs.list(project_id=b, limit=4)
-    filtered = jobs.list(project_id=b, limit=2, offset=2)
-    everything = jobs.list(limit=6)
+    full = jobs.list_sync(project_id=b, limit=4)
+    filtered = jobs.list_sync(project_id=b, limit=2, offset=2)
+    everything = jobs.list_sync(limit=6)
 
     assert (_ids(full), full.next_offset) == (ids[::-1], None)
     assert (_ids(filtered), filtered.next_offset) == (ids[1::-1], None)
     assert (len(everything.items), everything.next_offset) == (6, None)
-    assert jobs.list(limit=5).next_offset == 5
+    assert jobs.list_sync(limit=5).next_offset == 5
 
 
 def test_list_of_a_project_without_jobs(jobs: JobService, factories: Factories) -> None:
     project = factories.project().id
     factories.job(factories.project().id)
 
-    page = jobs.list(project_id=project)
+    page = jobs.list_sync(project_id=project)
 
     assert page == JobPage(items=[], limit=50, offset=0, next_offset=None)
 
@@ -142,7 +142,7 @@ def test_list_of_an_unknown_project(jobs: JobService, factories: Factories) -> N
     unknown = uuid.uuid4()
 
     with pytest.raises(ProjectNotFound) as raised:
-        jobs.list(project_id=unknown)
+        jobs.list_sync(project_id=unknown)
 
     assert raised.value.project_id == unknown
 
@@ -157,10 +157,10 @@ def test_list_across_projects_by_status_and_trigger_type(
     ).id
     pending = factories.job(second, trigger_type=TriggerType.THRESHOLD).id
 
-    assert _ids(jobs.list()) == [pending, scheduled, done]
-    assert _ids(jobs.list(status=JobStatus.COMPLETED)) == [done]
-    assert _ids(jobs.list(trigger_type=TriggerType.MANUAL)) == [done]
-    assert _ids(jobs.list(status=JobStatus.FAILED, trigger_type=TriggerType.SCHEDULED)) == [
+    assert _ids(jobs.list_sync()) == [pending, scheduled, done]
+    assert _ids(jobs.list_sync(status=JobStatus.COMPLETED)) == [done]
+    assert _ids(jobs.list_sync(trigger_type=TriggerType.MANUAL)) == [done]
+    assert _ids(jobs.list_sync(status=JobStatus.FAILED, trigger_type=TriggerType.SCHEDULED)) == [
         scheduled
     ]
-    assert _ids(jobs.list(status=JobStatus.FAILED, trigger_type=TriggerType.MANUAL)) == []
+    assert _ids(jobs.list_sync(status=JobStatus.FAILED, trigger_type=TriggerType.MANUAL)) == []

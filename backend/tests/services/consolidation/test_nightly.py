@@ -81,19 +81,19 @@ def test_tiers_follow_age_and_standing_as_the_clock_moves_40_and_100_days(
     triggers = make_triggers()
 
     clock.set(T0)
-    assert triggers.run_scheduled_tick(T0).created == 1
+    assert triggers.run_scheduled_tick_sync(T0).created == 1
     assert _drain(db, clock) == 1
     hot_until = LEARNED + 30 * DAY
     assert _tiers(db) == [(reused, MemoryTier.HOT, hot_until) for reused in range(10)]
 
     # Ten days on nothing has aged past a boundary: the project is idle, no job.
     clock.set(T0 + 10 * DAY)
-    quiet = triggers.run_scheduled_tick(T0 + 10 * DAY)
+    quiet = triggers.run_scheduled_tick_sync(T0 + 10 * DAY)
     assert (quiet.created, quiet.skipped_idle) == (0, 1)
 
     # 40 days on (41 days old): the top 10% stays hot, everything else is warm by age.
     clock.set(T0 + 40 * DAY)
-    assert triggers.run_scheduled_tick(T0 + 40 * DAY).created == 1
+    assert triggers.run_scheduled_tick_sync(T0 + 40 * DAY).created == 1
     assert _drain(db, clock) == 1
     warm_until = LEARNED + 90 * DAY
     assert _tiers(db) == [(r, MemoryTier.WARM, warm_until) for r in range(9)] + [
@@ -102,7 +102,7 @@ def test_tiers_follow_age_and_standing_as_the_clock_moves_40_and_100_days(
 
     # 100 days on (101 days old): only standing is left: top 10% hot, top 30% warm.
     clock.set(T0 + 100 * DAY)
-    assert triggers.run_scheduled_tick(T0 + 100 * DAY).created == 1
+    assert triggers.run_scheduled_tick_sync(T0 + 100 * DAY).created == 1
     assert _drain(db, clock) == 1
     assert _tiers(db) == RANKED_PAST_90_DAYS
     refreshed = [job.result["tiers_refreshed"] for job in stored_jobs(db) if job.result]
@@ -110,7 +110,7 @@ def test_tiers_follow_age_and_standing_as_the_clock_moves_40_and_100_days(
 
     # Past both boundaries, and nothing new: no more jobs, night after night.
     clock.set(T0 + 400 * DAY)
-    assert triggers.run_scheduled_tick(T0 + 400 * DAY).created == 0
+    assert triggers.run_scheduled_tick_sync(T0 + 400 * DAY).created == 0
 
 
 def test_new_memories_change_the_standing_of_consolidated_ones(
@@ -122,13 +122,13 @@ def test_new_memories_change_the_standing_of_consolidated_ones(
         factories.memories(project.id, 1, reused_count=reused, learned_at=old)
     clock.set(T0)
     triggers = make_triggers()
-    triggers.run_scheduled_tick(T0)
+    triggers.run_scheduled_tick_sync(T0)
     _drain(db, clock)
     assert [tier for _, tier, _ in _tiers(db)][-1] is MemoryTier.HOT
 
     # Ten better memories arrive: the old best is no longer in the top 10% or 30%.
     factories.memories(project.id, 10, reused_count=5_000, learned_at=old)
-    triggers.run_scheduled_tick(T0 + DAY)
+    triggers.run_scheduled_tick_sync(T0 + DAY)
     _drain(db, clock)
 
     tiers = _tiers(db)
@@ -146,7 +146,7 @@ def test_a_dry_run_counts_the_tiers_it_would_refresh_and_writes_none(
     factories.memories(project.id, 3, learned_at=LEARNED)
     clock.set(T0)
     triggers = make_triggers()
-    triggers.run_scheduled_tick(T0)
+    triggers.run_scheduled_tick_sync(T0)
     _drain(db, clock)
     before = _tiers(db)
 
@@ -180,7 +180,7 @@ def test_a_tick_passes_over_idle_projects_and_says_how_many(
     factories.job(running, status=JobStatus.RUNNING)
     triggers = make_triggers()
 
-    result = triggers.run_scheduled_tick(T0)
+    result = triggers.run_scheduled_tick_sync(T0)
 
     assert (result.created, result.skipped_active, result.skipped_idle) == (2, 1, 41)
     assert _ticks(db) == [(2, 1, 41)]
@@ -203,7 +203,7 @@ def test_a_spread_tick_makes_each_job_claimable_at_its_projects_stable_offset(
     clock.set(T0)
     triggers = make_triggers(consolidation_spread=int(spread.total_seconds()))
 
-    triggers.run_scheduled_tick(T0)
+    triggers.run_scheduled_tick_sync(T0)
 
     jobs = stored_jobs(db)
     queued = {row.task_id: row.available_at for row in factories.queue_rows()}
@@ -233,7 +233,7 @@ def test_a_spread_job_is_not_claimed_before_its_time(
     factories.projects(1, new_memories=1)
     clock.set(T0)
     triggers = make_triggers(consolidation_spread=3600)
-    triggers.run_scheduled_tick(T0)
+    triggers.run_scheduled_tick_sync(T0)
     (job,) = stored_jobs(db)
     assert job.claimable_at is not None
 
@@ -269,7 +269,7 @@ def test_a_large_projects_streamed_read_tiers_as_the_small_read_does(
     for reused in range(10):
         factories.memories(project.id, 1, reused_count=reused, learned_at=T0 - 100 * DAY)
     clock.set(T0)
-    make_triggers().run_scheduled_tick(T0)
+    make_triggers().run_scheduled_tick_sync(T0)
 
     assert _drain(db, clock) == 1
 

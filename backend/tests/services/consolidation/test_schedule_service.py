@@ -23,19 +23,19 @@ def schedule(db: DatabaseService, clock: FakeClock) -> ScheduleService:
 def test_pause_is_one_row_kept_until_resumed(
     schedule: ScheduleService, factories: Factories, clock: FakeClock
 ) -> None:
-    assert schedule.current_pause() is None
+    assert schedule.current_pause_sync() is None
 
-    first = schedule.pause(by="alice", reason="database upgrade")
+    first = schedule.pause_sync(by="alice", reason="database upgrade")
     clock.advance(timedelta(minutes=5))
-    again = schedule.pause(by="bob")  # idempotent: the pause in force, unchanged
+    again = schedule.pause_sync(by="bob")  # idempotent: the pause in force, unchanged
 
-    for pause in (first, again, schedule.current_pause()):
+    for pause in (first, again, schedule.current_pause_sync()):
         assert pause is not None
         assert (pause.paused_at, pause.paused_by, pause.reason) == (T0, "alice", "database upgrade")
     assert factories.count(SchedulePause) == 1
-    schedule.resume()
-    schedule.resume()  # resuming a running schedule is harmless
-    assert schedule.current_pause() is None
+    schedule.resume_sync()
+    schedule.resume_sync()  # resuming a running schedule is harmless
+    assert schedule.current_pause_sync() is None
     assert factories.count(SchedulePause) == 0
 
 
@@ -43,7 +43,7 @@ def test_a_reason_over_500_characters_writes_nothing(
     schedule: ScheduleService, factories: Factories
 ) -> None:
     with pytest.raises(ValueError, match="reason is longer than 500 characters"):
-        schedule.pause(by="alice", reason="x" * 501)
+        schedule.pause_sync(by="alice", reason="x" * 501)
 
     assert factories.count(SchedulePause) == 0
 
@@ -54,8 +54,8 @@ def test_ticks_newest_first_in_pages(db: DatabaseService, schedule: ScheduleServ
         for tick in ticks:
             tick_store.record_tick(session, tick, now=tick)
 
-    first = schedule.ticks(limit=2)
-    last = schedule.ticks(limit=2, offset=4)
+    first = schedule.ticks_sync(limit=2)
+    last = schedule.ticks_sync(limit=2, offset=4)
 
     assert [tick.scheduled_for for tick in first.items] == [ticks[4], ticks[3]]
     assert (first.limit, first.offset, first.next_offset) == (2, 0, 2)

@@ -231,7 +231,7 @@ def test_a_failing_threshold_check_never_loses_the_memory(
     note = NewMemory(memory_type=MemoryType.ERROR_FIX, execution_summary="fixed it")
 
     with caplog.at_level(logging.ERROR):
-        stored = memories.create_memory(project.id, note)
+        stored = memories.create_memory_sync(project.id, note)
 
     assert (stored.triggered_job_id, stored.threshold_check_failed) == (None, True)
     with db.read() as session:
@@ -361,7 +361,7 @@ def test_a_paused_project_s_crossing_is_dropped_and_resuming_starts_nothing(
         settings=AppSettings(database_url=db.url),
         queue=TaskQueueService(clock=clock),
         clock=clock,
-    ).pause(project.id, by="alice")
+    ).pause_sync(project.id, by="alice")
 
     paused_writes = write_memories(memories, project.id, 12)
     assert triggers.threshold.fire_deferred() == []
@@ -370,7 +370,7 @@ def test_a_paused_project_s_crossing_is_dropped_and_resuming_starts_nothing(
         settings=AppSettings(database_url=db.url),
         queue=TaskQueueService(clock=clock),
         clock=clock,
-    ).resume(project.id)
+    ).resume_sync(project.id)
     assert triggers.threshold.fire_deferred() == []  # resuming fires nothing by itself
 
     assert paused_writes == [None] * 12
@@ -397,7 +397,7 @@ def test_pausing_forgets_a_deferred_crossing(
         settings=AppSettings(database_url=db.url),
         queue=TaskQueueService(clock=clock),
         clock=clock,
-    ).pause(project.id, by="alice")
+    ).pause_sync(project.id, by="alice")
     finish_job(db, running, clock())
 
     assert triggers.threshold.fire_deferred() == []

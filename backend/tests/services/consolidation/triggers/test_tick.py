@@ -61,8 +61,8 @@ def test_a_tick_creates_one_job_and_one_queue_row_per_active_project(
     triggers = make_triggers()
     tick = T0 + timedelta(hours=14)
 
-    first = triggers.run_scheduled_tick(tick)
-    again = triggers.run_scheduled_tick(tick)
+    first = triggers.run_scheduled_tick_sync(tick)
+    again = triggers.run_scheduled_tick_sync(tick)
 
     assert (first.tick, _outcome(first)) == (tick, (499, 1, False))
     assert _outcome(again) == (0, 0, True)
@@ -99,11 +99,11 @@ def test_the_next_tick_skips_projects_whose_job_is_still_active(
 ) -> None:
     projects = factories.projects(3, new_memories=1)
     triggers = make_triggers()
-    first = triggers.run_scheduled_tick(T0)
+    first = triggers.run_scheduled_tick_sync(T0)
     (done,) = stored_jobs(db, projects[0])
     finish_job(db, done.id, T0 + timedelta(minutes=5))
 
-    second = triggers.run_scheduled_tick(T0 + timedelta(days=1))
+    second = triggers.run_scheduled_tick_sync(T0 + timedelta(days=1))
 
     assert _outcome(first) == (3, 0, False)
     assert _outcome(second) == (1, 2, False)
@@ -133,7 +133,7 @@ def test_two_replicas_running_the_same_tick_create_one_job_per_project(
 
         def run(service: ConsolidationTriggerService) -> TickResult:
             barrier.wait()
-            return service.run_scheduled_tick(tick)
+            return service.run_scheduled_tick_sync(tick)
 
         with ThreadPoolExecutor(2) as pool:
             results = list(pool.map(run, replicas))
@@ -251,7 +251,7 @@ def test_a_tick_that_found_every_project_busy_is_not_run_again(
     busy = factories.job(project.id, status=JobStatus.RUNNING)
     triggers = make_triggers(consolidation_schedule="0 2 * * *")
     tick = T0.replace(hour=2, minute=0)
-    assert _outcome(triggers.run_scheduled_tick(tick)) == (0, 1, False)
+    assert _outcome(triggers.run_scheduled_tick_sync(tick)) == (0, 1, False)
     finish_job(db, busy.id, tick + timedelta(minutes=10))
 
     clock.set(tick + timedelta(minutes=40))  # a restart inside the grace
@@ -334,11 +334,11 @@ def test_while_the_schedule_is_paused_replicas_record_the_tick_once_and_create_n
 ) -> None:
     factories.projects(3, new_memories=1)
     schedule = ScheduleService(db, clock=clock)
-    schedule.pause(by="alice", reason="database upgrade")
+    schedule.pause_sync(by="alice", reason="database upgrade")
     replicas = [make_triggers(consolidation_schedule="0 12 * * *") for _ in range(3)]
     tick, next_tick = T0, T0 + timedelta(days=1)  # T0 is 12:00
 
-    results = [replica.run_scheduled_tick(tick) for replica in replicas]
+    results = [replica.run_scheduled_tick_sync(tick) for replica in replicas]
 
     assert [(r.created, r.schedule_paused, r.already_recorded) for r in results] == [
         (0, True, False),
@@ -349,10 +349,10 @@ def test_while_the_schedule_is_paused_replicas_record_the_tick_once_and_create_n
     assert factories.count(QueuedTask) == 0
     assert _ticks(db) == [(tick, 0, 0, 0, 0, True, False)]
     # Resumed: the passed-over tick is not caught up, the next one runs.
-    schedule.resume()
+    schedule.resume_sync()
     clock.set(tick + timedelta(minutes=10))
     assert replicas[0].ticks.run_due() is CatchUp.NOT_NEEDED
-    resumed = replicas[1].run_scheduled_tick(next_tick)
+    resumed = replicas[1].run_scheduled_tick_sync(next_tick)
     assert (resumed.created, resumed.schedule_paused) == (3, False)
     assert {job.scheduled_for for job in stored_jobs(db)} == {next_tick}
     assert factories.count(QueuedTask) == 3
@@ -368,11 +368,11 @@ def test_a_paused_project_gets_no_scheduled_job_and_is_counted(
         db, settings=AppSettings(database_url=db.url), queue=TaskQueueService()
     )
     for paused in (paused_with_work, paused_busy):
-        projects.pause(paused, by="alice")
+        projects.pause_sync(paused, by="alice")
     manual = factories.job(paused_busy)  # a manual job still runs while paused
     triggers = make_triggers()
 
-    result = triggers.run_scheduled_tick(T0)
+    result = triggers.run_scheduled_tick_sync(T0)
 
     assert (result.created, result.skipped_active, result.skipped_idle, result.skipped_paused) == (
         1,
