@@ -19,17 +19,26 @@ from typing import TYPE_CHECKING, Any
 # omoi_os.models` or the command line's --help does not load FastAPI and the rest.
 _EXPORTS = {
     "AppSettings": "omoi_os.config",
+    "AsyncDriverUnsupported": "omoi_os.services.database",
     "ConsolidationAlreadyActive": "omoi_os.errors",
     "ConsolidationError": "omoi_os.errors",
     "ConsolidationRuntime": "omoi_os.runtime",
     "ConsolidationScope": "omoi_os.services.consolidation.scope",
+    "JobNotCancellable": "omoi_os.errors",
     "JobNotFound": "omoi_os.errors",
+    "JobNotRetryable": "omoi_os.errors",
+    "JobStateConflict": "omoi_os.errors",
     "JobStatus": "omoi_os.models",
+    "MemoryTier": "omoi_os.models",
     "MemoryType": "omoi_os.models",
     "NewMemory": "omoi_os.services.memory",
     "ProjectInactive": "omoi_os.errors",
+    "ProjectKeyTaken": "omoi_os.errors",
     "ProjectNotFound": "omoi_os.errors",
+    "SchemaCollision": "omoi_os.migrations",
     "SchemaNotCurrent": "omoi_os.migrations",
+    "SchemaUnsupported": "omoi_os.migrations",
+    "StoredMemory": "omoi_os.services.memory",
     "ThresholdCheck": "omoi_os.services.memory",
     "TriggerType": "omoi_os.models",
     "consolidation_router": "omoi_os.api.router",
@@ -40,17 +49,26 @@ _EXPORTS = {
 
 __all__ = [
     "AppSettings",
+    "AsyncDriverUnsupported",
     "ConsolidationAlreadyActive",
     "ConsolidationError",
     "ConsolidationRuntime",
     "ConsolidationScope",
+    "JobNotCancellable",
     "JobNotFound",
+    "JobNotRetryable",
+    "JobStateConflict",
     "JobStatus",
+    "MemoryTier",
     "MemoryType",
     "NewMemory",
     "ProjectInactive",
+    "ProjectKeyTaken",
     "ProjectNotFound",
+    "SchemaCollision",
     "SchemaNotCurrent",
+    "SchemaUnsupported",
+    "StoredMemory",
     "ThresholdCheck",
     "TriggerType",
     "consolidation_router",
@@ -70,18 +88,41 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from omoi_os.api.app import create_app
-    from omoi_os.api.router import consolidation_router, ops_router
+    from omoi_os.api.router import (
+        consolidation_router,
+        ops_router,
+    )
     from omoi_os.config import AppSettings
     from omoi_os.errors import (
         ConsolidationAlreadyActive,
         ConsolidationError,
+        JobNotCancellable,
         JobNotFound,
+        JobNotRetryable,
+        JobStateConflict,
         ProjectInactive,
+        ProjectKeyTaken,
         ProjectNotFound,
     )
-    from omoi_os.migrations import SchemaNotCurrent
-    from omoi_os.models import JobStatus, MemoryType, TriggerType
+    from omoi_os.migrations import (
+        SchemaCollision,
+        SchemaNotCurrent,
+        SchemaUnsupported,
+    )
+    from omoi_os.models import (
+        JobStatus,
+        MemoryTier,
+        MemoryType,
+        TriggerType,
+    )
     from omoi_os.runtime import ConsolidationRuntime
     from omoi_os.services.consolidation.scope import ConsolidationScope
-    from omoi_os.services.database import create_database_engine
-    from omoi_os.services.memory import NewMemory, ThresholdCheck
+    from omoi_os.services.database import (
+        AsyncDriverUnsupported,
+        create_database_engine,
+    )
+    from omoi_os.services.memory import (
+        NewMemory,
+        StoredMemory,
+        ThresholdCheck,
+    )

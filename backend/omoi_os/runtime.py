@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
@@ -30,12 +31,15 @@ from omoi_os.services.consolidation.schedule_service import ScheduleService
 from omoi_os.services.consolidation.sweeper import Sweeper
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.worker import ConsolidationWorker
-from omoi_os.services.database import DatabaseService
+from omoi_os.services.database import DatabaseService, sync_twin_of
 from omoi_os.services.gauges import DatabaseGauges
 from omoi_os.services.health import HealthCheck
 from omoi_os.services.memory import MemoryService
 from omoi_os.services.projects import ProjectService
 from omoi_os.services.task_queue import TaskQueueService
+
+if TYPE_CHECKING:  # SQLAlchemy's asyncio needs greenlet: only an async host has it
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +53,16 @@ class ConsolidationRuntime:
         self,
         settings: AppSettings | None = None,
         *,
-        engine: Engine | None = None,
+        engine: Engine | AsyncEngine | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        """`settings` default to the `OMOI_*` environment; `engine` is the host's
-        SQLAlchemy Engine to share (its pool, its disposal), instead of one opened from
-        `settings.database_url`."""
+        """`settings` default to the `OMOI_*` environment. `engine` is the host's: a
+        SQLAlchemy `Engine` is shared (its pool, its disposal), instead of one opened
+        from `settings.database_url`; with an `AsyncEngine` our threads get a pool of
+        their own on its database (services.database.sync_twin_of says why), and the
+        host's `AsyncSession` is what `memories.add` writes in."""
         self.settings = settings if settings is not None else AppSettings()
-        self.db = (
-            DatabaseService.from_engine(engine, settings=self.settings)
-            if engine is not None
-            else DatabaseService(settings=self.settings)
-        )
+        self.db = _database(engine, self.settings)
         self.metrics = ConsolidationMetrics()
         self.queue = TaskQueueService(
             clock=clock, lease=timedelta(seconds=self.settings.worker_lease_seconds)
@@ -119,12 +121,22 @@ class ConsolidationRuntime:
     async def lifespan(self) -> AsyncIterator[ConsolidationRuntime]:
         """`async with runtime.lifespan():` inside a host's lifespan: started on entry,
         stopped on exit — also when the host's start-up fails after this began, or
-        the lifespan is cancelled. Blocking work runs off the event loop."""
+        the lifespan is cancelled — and the connections of our own pool closed (a
+        host's Engine is left open). Blocking work runs off the event loop."""
         try:
             await asyncio.to_thread(self.start)
             yield self
         finally:
-            await _run_to_the_end(asyncio.to_thread(self.stop))
+            await _run_to_the_end(asyncio.to_thread(self.close))
+
+
+def _database(engine: Engine | AsyncEngine | None, settings: AppSettings) -> DatabaseService:
+    if engine is None:
+        return DatabaseService(settings=settings)
+    if isinstance(engine, Engine):
+        return DatabaseService.from_engine(engine, settings=settings)
+    ours = sync_twin_of(engine, pool_size=settings.database_pool_size)
+    return DatabaseService.owning(ours, settings=settings)
 
 
 async def _run_to_the_end(work: Awaitable[None]) -> None:

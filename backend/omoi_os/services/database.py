@@ -73,6 +73,13 @@ class DatabaseService:
         return cls(engine=engine, settings=settings)
 
     @classmethod
+    def owning(cls, engine: Engine, *, settings: AppSettings | None = None) -> DatabaseService:
+        """Use `engine`, made for us: dispose() closes it."""
+        service = cls(engine=engine, settings=settings)
+        service._owns_engine = True
+        return service
+
+    @classmethod
     def for_session(
         cls, session: Session, *, settings: AppSettings | None = None
     ) -> DatabaseService:
@@ -124,6 +131,39 @@ class DatabaseService:
         """Close every pooled connection, unless the engine belongs to a host."""
         if self._owns_engine:
             self._root.dispose()
+
+
+# The synchronous driver our threads use for each async driver a host's engine may have.
+SYNC_DRIVERS = {
+    "postgresql+psycopg_async": "postgresql+psycopg",
+    "postgresql+asyncpg": "postgresql+psycopg",
+    "sqlite+aiosqlite": "sqlite",
+}
+
+
+class AsyncDriverUnsupported(ValueError):
+    """A host's async engine uses a driver we have no synchronous twin for."""
+
+    def __init__(self, drivername: str) -> None:
+        supported = ", ".join(sorted(SYNC_DRIVERS))
+        super().__init__(f"async driver {drivername!r} is not supported (use one of {supported})")
+
+
+def sync_twin_of(async_engine: Any, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
+    """A synchronous engine on the database of a host's `AsyncEngine`, with the sync
+    driver of the same family, for our scheduler and worker threads.
+
+    Why a second pool: our core is synchronous SQLAlchemy on its own threads, and an
+    async engine's connections can only be used from its event loop (its sync_engine
+    fails with MissingGreenlet on any other thread). Only the URL carries over: an
+    asyncpg-only `connect_args` must be given as psycopg/libpq parameters in the URL."""
+    url = async_engine.url
+    if url.drivername not in SYNC_DRIVERS:
+        raise AsyncDriverUnsupported(url.drivername)
+    sync_url = url.set(drivername=SYNC_DRIVERS[url.drivername])
+    return create_database_engine(
+        sync_url.render_as_string(hide_password=False), pool_size=pool_size
+    )
 
 
 def create_database_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> Engine:
