@@ -147,6 +147,13 @@ def _migrate(target: str | Engine | Connection, steps: Steps, schema: str | None
         with target.begin() as connection:
             _migrate(connection, steps, schema)
         return
+    if not target.in_transaction():
+        # A host's env.py on a database Alembic treats as non-transactional (SQLite)
+        # commits each of its revisions itself and hands us a connection with no
+        # transaction: ours is then begun and committed here, or nothing would commit it.
+        with target.begin():
+            _migrate(target, steps, schema)
+        return
     with search_path(target, schema):
         _run_steps(target, steps, schema)
 
