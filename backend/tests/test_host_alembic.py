@@ -57,10 +57,11 @@ def _host_project(root: Path, url: str, tables: tuple[str, str]) -> Path:
     _alembic(root, "init", "migrations")
     env = root / "migrations" / "env.py"
     source = env.read_text()
+    configure = "connection=connection, target_metadata=target_metadata\n"
     edits = {
         "target_metadata = None": "from host_models import metadata as target_metadata\n"
         "from omoi_os import migrations",
-        "connection=connection, target_metadata=target_metadata\n": "connection=connection, target_metadata=target_metadata,\n"
+        configure: configure.rstrip() + ",\n"
         "            include_object=migrations.include_object,\n",
     }
     for before, after in edits.items():
