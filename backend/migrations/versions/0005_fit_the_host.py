@@ -4,7 +4,8 @@ of what consolidation decided.
 - projects.external_key: the host's own identifier of a project, unique (NULL for
   projects made without one). A unique index rather than a constraint, so SQLite
   adds it without copying the table.
-- task_memories.metadata: the host's own reference for a memory (JSON, as given).
+- task_memories.metadata: the host's own reference for a memory, kept verbatim (json,
+  not jsonb, on PostgreSQL: any JSON the host sends, and never queried into).
 - ix_task_memories_ranking (project_id, tier, consolidation_score, id): a project's
   memories of one tier, best first, read from the end of the tier's range.
 
@@ -17,14 +18,11 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-JSON_DOCUMENT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def upgrade() -> None:
@@ -32,7 +30,7 @@ def upgrade() -> None:
     # would cascade the projects' deletion to every memory and job).
     op.add_column("projects", sa.Column("external_key", sa.String(200), nullable=True))
     op.create_index("uq_projects_external_key", "projects", ["external_key"], unique=True)
-    op.add_column("task_memories", sa.Column("metadata", JSON_DOCUMENT, nullable=True))
+    op.add_column("task_memories", sa.Column("metadata", sa.JSON(), nullable=True))
     op.create_index(
         "ix_task_memories_ranking",
         "task_memories",

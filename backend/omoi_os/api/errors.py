@@ -20,6 +20,7 @@ from omoi_os.errors import (
     JobNotFound,
     JobStateConflict,
     ProjectInactive,
+    ProjectKeyTaken,
     ProjectNotFound,
 )
 
@@ -32,8 +33,8 @@ _ERROR_DOCS: dict[int, tuple[str, type[BaseModel]]] = {
     401: ("Missing or wrong credentials", ErrorBody),
     404: ("No such project or job", ErrorBody),
     409: (
-        "The project is inactive or already has an active job, or the job's status does "
-        "not allow it",
+        "The project is inactive or already has an active job, the job's status does "
+        "not allow it, or the external key is another project's",
         ConflictBody,
     ),
     413: (f"Request body over {MAX_BODY_BYTES} bytes", ErrorBody),
@@ -55,6 +56,8 @@ def answer_to(request: Request, exc: Exception) -> Response | None:
         return error_response(404, str(exc))
     if isinstance(exc, ConsolidationAlreadyActive | ProjectInactive):
         return JSONResponse({"detail": str(exc), "active_job_id": exc.active_job_id}, 409)
+    if isinstance(exc, ProjectKeyTaken):
+        return JSONResponse({"detail": str(exc), "project_id": str(exc.project_id)}, 409)
     if isinstance(exc, JobStateConflict):
         return JSONResponse({"detail": str(exc), "status": exc.status}, 409)
     # Only connection-level failures mean "unavailable"; any other database error is

@@ -42,6 +42,21 @@ def _in_utc_range(value: datetime) -> datetime:
 
 
 ProjectName = Annotated[str, Field(min_length=1, max_length=200, pattern=STORABLE_TEXT)]
+ExternalKey = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[^\x00]*\S[^\x00]*$",
+        description="The host's own identifier of the project (unique)",
+    ),
+]
+
+
+HostMetadata = Annotated[
+    dict[str, Any] | None,
+    Field(default=None, description="The host's own reference (a JSON object), kept as given"),
+]
 Text20k = Annotated[str, Field(min_length=1, max_length=20_000, pattern=STORABLE_TEXT)]
 
 
@@ -63,6 +78,7 @@ class ProjectCreate(Request):
 
     name: ProjectName
     is_active: StrictBool = True
+    external_key: ExternalKey | None = None
 
 
 # Bounds before the validator: see json_types.JsonInt.
@@ -123,6 +139,7 @@ class PauseRequest(Request):
 class ProjectOut(Response):
     id: uuid.UUID
     name: str
+    external_key: str | None = Field(description="The host's own identifier, if it gave one")
     is_active: bool
     created_at: datetime
     paused_at: datetime | None = Field(description="Since when it is paused; null: it is not")
@@ -177,6 +194,7 @@ class MemoryCreate(Request):
     learned_at: Annotated[JsonDateTime, AfterValidator(_in_utc_range)] | None = Field(
         default=None, description="When the lesson was learned (default: now)"
     )
+    metadata: HostMetadata = None
 
 
 class MemoryOut(Response):
@@ -187,6 +205,7 @@ class MemoryOut(Response):
     success: bool
     reused_count: int
     learned_at: datetime
+    metadata: dict[str, Any] | None
     is_consolidated: bool
 
 
@@ -324,4 +343,7 @@ class ConflictBody(BaseModel):
     )
     status: JobStatus | None = Field(
         default=None, description="The job's status, when that is the conflict (cancel, retry)"
+    )
+    project_id: uuid.UUID | None = Field(
+        default=None, description="The project that has the external key, when that is the conflict"
     )

@@ -7,11 +7,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Text, text
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from omoi_os.clock import utc_now
-from omoi_os.models.base import Base, BigIntId, JsonDocument, string_enum
+from omoi_os.models.base import Base, BigIntId, string_enum
 
 
 class MemoryType(StrEnum):
@@ -42,7 +42,9 @@ class TaskMemory(Base):
     # The host's own reference for this memory (its row id, its agent's run id):
     # stored as given, never read by consolidation, returned with the memory. The
     # column is "metadata"; the attribute cannot be (SQLAlchemy's declarative name).
-    memory_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JsonDocument)
+    # Plain JSON, not JSONB, on PostgreSQL: kept verbatim (any JSON the host sends,
+    # a \u0000 in it included, which jsonb refuses) and never queried into.
+    memory_metadata: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
 
     is_consolidated: Mapped[bool] = mapped_column(default=False)
     consolidated_at: Mapped[datetime | None]

@@ -203,7 +203,7 @@ def test_openapi_schema_is_valid_and_documents_errors(client: TestClient) -> Non
     }
     # Exactly these statuses: a route that can answer 401 (every /api/v1 one) says so.
     assert documented == {
-        ("POST", "/api/v1/projects"): {"201", "400"} | BODY_ERRORS,
+        ("POST", "/api/v1/projects"): {"201", "400", "409"} | BODY_ERRORS,
         ("GET", "/api/v1/projects/{project_id}"): {"200", "404"} | API_ERRORS,
         ("PATCH", "/api/v1/projects/{project_id}"): {"200", "400", "404"} | BODY_ERRORS,
         ("POST", "/api/v1/projects/{project_id}/memories"): {"201", "400", "404"} | BODY_ERRORS,

@@ -10,9 +10,6 @@ from omoi_os.api.errors import error_responses
 from omoi_os.api.paging import Limit, Offset
 from omoi_os.api.route_class import ConsolidationRoute, get_and_head
 from omoi_os.api.schemas import (
-    MemoryCreate,
-    MemoryCreated,
-    MemoryOut,
     PauseRequest,
     ProjectCreate,
     ProjectOut,
@@ -21,7 +18,6 @@ from omoi_os.api.schemas import (
 )
 from omoi_os.models import Project
 from omoi_os.runtime import ConsolidationRuntime
-from omoi_os.services.memory import NewMemory
 from omoi_os.services.projects import KEEP
 
 router = APIRouter(prefix="/projects", tags=["projects"], route_class=ConsolidationRoute)
@@ -31,11 +27,14 @@ router = APIRouter(prefix="/projects", tags=["projects"], route_class=Consolidat
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ProjectOut,
-    responses=error_responses(400, 415),
+    responses=error_responses(400, 415, 409),
 )
 def create_project(body: ProjectCreate, runtime: Runtime) -> ProjectOut:
-    """Create a project."""
-    project = runtime.projects.create_sync(body.name, is_active=body.is_active)
+    """Create a project, keyed by the host's own `external_key` if given (409 if another
+    project has that key)."""
+    project = runtime.projects.create_sync(
+        body.name, is_active=body.is_active, external_key=body.external_key
+    )
     return _project_out(project, runtime)
 
 
@@ -44,11 +43,16 @@ def list_projects(
     runtime: Runtime,
     active: Annotated[bool | None, Query(description="Only active (or inactive) ones")] = None,
     paused: Annotated[bool | None, Query(description="Only paused (or running) ones")] = None,
+    external_key: Annotated[
+        str | None, Query(max_length=200, description="Only the one the host keys so")
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> ProjectPage:
     """Projects, in a stable order (by id)."""
-    page = runtime.projects.list_sync(active=active, paused=paused, limit=limit, offset=offset)
+    page = runtime.projects.list_sync(
+        active=active, paused=paused, external_key=external_key, limit=limit, offset=offset
+    )
     return ProjectPage(
         items=[_project_out(project, runtime) for project in page.items],
         limit=page.limit,
@@ -107,30 +111,6 @@ def pause_project(
 def resume_project(project_id: uuid.UUID, runtime: Runtime) -> None:
     """Resume a project (also when it is not paused). It starts nothing by itself."""
     runtime.projects.resume_sync(project_id)
-
-
-@router.post(
-    "/{project_id}/memories",
-    status_code=status.HTTP_201_CREATED,
-    response_model=MemoryCreated,
-    responses=error_responses(400, 415, 404),
-)
-def create_memory(project_id: uuid.UUID, body: MemoryCreate, runtime: Runtime) -> MemoryCreated:
-    """Store a memory. It commits first; then the threshold check runs, and the answer
-    says whether it started a consolidation job. A failing check never loses the memory."""
-    new = NewMemory(
-        memory_type=body.memory_type,
-        execution_summary=body.execution_summary,
-        success=body.success,
-        reused_count=body.reused_count,
-        learned_at=body.learned_at,
-    )
-    stored = runtime.memories.create_memory_sync(project_id, new)
-    return MemoryCreated(
-        memory=MemoryOut.model_validate(stored.memory),
-        consolidation_job_id=stored.triggered_job_id,
-        threshold_check_failed=stored.threshold_check_failed,
-    )
 
 
 def _project_out(project: Project, runtime: ConsolidationRuntime) -> ProjectOut:
