@@ -113,5 +113,6 @@ def _queue_state(report: HealthReport) -> str:
 
 @get_and_head(ops_router, "/metrics", response_class=Response)
 def metrics(runtime: Runtime) -> Response:
-    """Prometheus metrics (text exposition format)."""
+    """Prometheus metrics (text format): this process's counters, or with
+    PROMETHEUS_MULTIPROC_DIR the sum over every worker process's; the database gauges once."""
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

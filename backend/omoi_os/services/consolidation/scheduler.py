@@ -10,6 +10,10 @@ from synchronous code and inside a running loop alike):
 
 APScheduler only keeps time. Whether a tick runs (missed, too old, already run by a
 replica) is decided by the callbacks, so a late or doubled timer changes nothing.
+
+APScheduler's own lines about our scheduler go to an omoi_os logger, not to the
+`apscheduler.*` loggers a host's own APScheduler writes to: its INFO chatter (each run,
+each job added, each start) is our DEBUG, its warnings and errors stay what they are.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import OperationalError
@@ -34,6 +40,34 @@ PERIODIC_JOB_ID = "consolidation-periodic"
 DEFAULT_INTERVAL = timedelta(seconds=30)
 DEFAULT_STOP_TIMEOUT = 10.0
 INTERRUPT_GRACE_S = 5.0
+
+# Where APScheduler logs about our scheduler (see _InfoAsDebug).
+apscheduler_logger = logging.getLogger(f"{__name__}.apscheduler")
+
+
+class _InfoAsDebug(logging.Filter):
+    """APScheduler's INFO lines are our DEBUG: demoted, and dropped unless the logger is
+    enabled for DEBUG (a handler at NOTSET under a root at INFO would print them).
+    Warnings (a run skipped or missed) and errors (an exception in a job) pass unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return apscheduler_logger.isEnabledFor(logging.DEBUG)
+
+
+_INFO_AS_DEBUG = _InfoAsDebug()
+
+
+class _OwnLoggerExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """APScheduler's thread pool, logging to our logger: APScheduler 3 names an
+    executor's logger `apscheduler.executors.<alias>` when the scheduler starts it, and
+    each run's lines go to the logger of that name."""
+
+    def start(self, scheduler: BaseScheduler, alias: str) -> None:
+        super().start(scheduler, alias)
+        self._logger = apscheduler_logger
 
 
 class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
@@ -85,7 +119,12 @@ class ConsolidationScheduler:
         if self._scheduler is not None:
             return
         self._in_flight.open()
-        scheduler = BackgroundScheduler(timezone=UTC)
+        apscheduler_logger.addFilter(_INFO_AS_DEBUG)  # once: the same filter is added once
+        scheduler = BackgroundScheduler(
+            timezone=UTC,
+            logger=apscheduler_logger,
+            executors={"default": _OwnLoggerExecutor()},
+        )
         scheduler.add_job(
             self._guarded(self._on_tick, "tick"),
             CronScheduleTrigger(self.schedule),

@@ -21,7 +21,8 @@ from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import ConsolidationJob, QueuedTask
 from omoi_os.schedule import CronSchedule
-from omoi_os.services.consolidation.scheduler import ConsolidationScheduler
+from omoi_os.services.consolidation import scheduler as scheduler_module
+from omoi_os.services.consolidation.scheduler import ConsolidationScheduler, apscheduler_logger
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.triggers.job_writer import JobWriter
 from omoi_os.services.consolidation.triggers.tick import TickTrigger
@@ -321,3 +322,144 @@ def test_the_services_periodic_pass_catches_up_the_tick_before_its_other_steps(
 
     assert seen == [[(T0.replace(hour=2), 2)]]
     assert _job_count(db) == 2
+
+
+# --- what it logs ------------------------------------------------------------------------
+
+
+def _from_apscheduler(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """Records of the loggers a host's own APScheduler writes to."""
+    return [r for r in caplog.records if r.name.split(".")[0] == "apscheduler"]
+
+
+def test_the_services_start_pass_and_stop_log_only_our_two_lines_at_info(
+    db: DatabaseService, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    passed = threading.Event()
+    settings = AppSettings(database_url=db.url)
+    triggers = ConsolidationTriggerService(
+        db,
+        settings=settings,
+        clock=clock,
+        periodic=[passed.set],
+        periodic_interval=timedelta(hours=1),
+        stop_timeout=5,
+    )
+
+    triggers.start()
+    try:
+        assert passed.wait(WAIT)
+    finally:
+        triggers.stop()
+
+    assert _from_apscheduler(caplog) == []
+    ours = [r for r in caplog.records if r.name.startswith(scheduler_module.__name__)]
+    assert [(r.name, r.levelno, r.action) for r in ours] == [
+        (scheduler_module.__name__, logging.INFO, "scheduler_started"),
+        (scheduler_module.__name__, logging.INFO, "scheduler_stopped"),
+    ]
+
+
+def test_apschedulers_lines_about_our_scheduler_are_debug_under_our_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger=apscheduler_logger.name)  # a host asking for them
+    scheduler = _scheduler(interval=timedelta(hours=1))
+
+    scheduler.start()
+    try:
+        wait_for(
+            lambda: any("executed successfully" in r.getMessage() for r in caplog.records),
+            timeout=WAIT,
+            what="the periodic pass to end",
+        )
+    finally:
+        scheduler.stop()
+
+    assert _from_apscheduler(caplog) == []
+    theirs = [r for r in caplog.records if r.name == apscheduler_logger.name]
+    assert {(r.levelno, r.levelname) for r in theirs} == {(logging.DEBUG, "DEBUG")}
+    # APScheduler's INFO lines, in the order it wrote them (its DEBUG lines between them).
+    messages = iter(r.getMessage() for r in theirs)
+    for start in (
+        'Added job "consolidation: scheduled tick"',
+        'Added job "consolidation: periodic pass"',
+        "Scheduler started",
+        'Running job "consolidation: periodic pass',
+        'Job "consolidation: periodic pass',
+        "Scheduler has been shut down",
+    ):
+        assert any(message.startswith(start) for message in messages), start
+
+
+def test_a_run_skipped_while_the_last_still_runs_is_a_warning_under_our_logger(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    entered, release = threading.Event(), threading.Event()
+
+    def long_tick() -> None:
+        entered.set()
+        release.wait(WAIT)
+
+    # A tick every 50 ms: the next falls due while the first still runs (max_instances=1).
+    scheduler = _scheduler(on_tick=long_tick, schedule=SoonSchedule(count=None))
+    scheduler.start()
+    try:
+        assert entered.wait(WAIT)
+        wait_for(
+            lambda: any(r.levelno == logging.WARNING for r in caplog.records),
+            timeout=WAIT,
+            what="a skipped run's warning",
+        )
+    finally:
+        release.set()
+        scheduler.stop()
+
+    assert _from_apscheduler(caplog) == []
+    warning = next(r for r in caplog.records if r.levelno == logging.WARNING)
+    assert warning.name == apscheduler_logger.name
+    message = warning.getMessage()
+    assert message.startswith('Execution of job "consolidation: scheduled tick'), message
+    assert message.endswith('" skipped: maximum number of running instances reached (1)')
+
+
+class _Escapes(BaseException):
+    """Not an Exception: our guard lets it through, to APScheduler's own handler."""
+
+
+def test_a_failure_in_a_scheduled_callback_is_logged_at_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def broken_step() -> None:
+        raise RuntimeError("step broke")
+
+    def escaping_step() -> None:
+        raise _Escapes("out of our hands")
+
+    scheduler = _scheduler(periodic=[broken_step, escaping_step], interval=timedelta(hours=1))
+    scheduler.start()
+    try:
+        wait_for(
+            lambda: any(r.name == apscheduler_logger.name for r in caplog.records),
+            timeout=WAIT,
+            what="APScheduler's error line",
+        )
+    finally:
+        scheduler.stop()
+
+    failed = one(caplog, "callback_failed")
+    assert (failed.name, failed.levelno, failed.getMessage()) == (
+        scheduler_module.__name__,
+        logging.ERROR,
+        "consolidation broken_step failed",
+    )
+    (escaped,) = [r for r in caplog.records if r.name == apscheduler_logger.name]
+    assert escaped.levelno == logging.ERROR
+    assert escaped.getMessage().endswith('" raised an exception')
+    assert escaped.exc_info is not None and escaped.exc_info[0] is _Escapes
+    assert _from_apscheduler(caplog) == []
