@@ -31,18 +31,24 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic.config import Config
-from alembic.operations import Operations
-from alembic.runtime.migration import MigrationContext, RevisionStep
-from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, inspect, select, text
 from sqlalchemy.schema import CreateSchema
 
 from omoi_os.config import AppSettings
 
+if TYPE_CHECKING:
+    # Imported where used: importing Alembic logs its plugins at INFO, and a start-up
+    # (which only reads our version table) should say nothing.
+    from alembic.config import Config
+    from alembic.runtime.migration import RevisionStep
+    from alembic.script import ScriptDirectory
+
 VERSION_TABLE = "omoi_alembic_version"
+# Our revisions, oldest first: what start-up checks the database against without
+# importing Alembic. A test keeps it equal to the scripts' own history.
+REVISIONS = ("0001", "0002", "0003", "0004", "0005")
 # Releases up to 0.1 kept our revision in Alembic's default table.
 LEGACY_VERSION_TABLE = "alembic_version"
 
@@ -51,7 +57,7 @@ LEGACY_VERSION_TABLE = "alembic_version"
 FROM_SETTINGS: Any = object()
 
 # (script, the current heads as Alembic hands them over) -> the steps to run
-Steps = Callable[[ScriptDirectory, Any], Sequence[RevisionStep]]
+Steps = Callable[["ScriptDirectory", Any], Sequence["RevisionStep"]]
 
 
 class SchemaNotCurrent(RuntimeError):
@@ -87,6 +93,8 @@ def scripts_dir() -> Path:
 
 def alembic_config(url: str = "") -> Config:
     """An Alembic config for our scripts (and `url`, if given); no alembic.ini needed."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(scripts_dir()))
     # ConfigParser interpolation: a literal % in a password must be doubled.
@@ -159,6 +167,10 @@ def _migrate(target: str | Engine | Connection, steps: Steps, schema: str | None
 
 
 def _run_steps(connection: Connection, steps: Steps, schema: str | None) -> None:
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory(str(scripts_dir()))
     adopt_legacy_version(connection, schema)
     context = MigrationContext.configure(
@@ -242,14 +254,20 @@ def _where(connection: Connection, schema: str | None) -> str:
 
 def head_revision() -> str:
     """The newest revision this code knows."""
-    head = ScriptDirectory(str(scripts_dir())).get_current_head()
-    if head is None:
-        raise RuntimeError(f"no migrations found in {scripts_dir()}")
-    return head
+    return REVISIONS[-1]
 
 
 def known_revisions() -> set[str]:
-    return {script.revision for script in ScriptDirectory(str(scripts_dir())).walk_revisions()}
+    """Every revision this code knows."""
+    return set(REVISIONS)
+
+
+def script_revisions() -> list[str]:
+    """The revisions of the scripts themselves, oldest first (what REVISIONS must be)."""
+    from alembic.script import ScriptDirectory
+
+    walked = ScriptDirectory(str(scripts_dir())).walk_revisions()
+    return [script.revision for script in reversed(list(walked))]
 
 
 def _version_table(schema: str | None) -> Table:

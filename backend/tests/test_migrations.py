@@ -310,3 +310,29 @@ def test_memories_and_jobs_survive_0004_and_keep_their_job_id_once_it_is_deleted
     service.dispose()
     assert len(projects) == 1
     assert (memory.consolidation_job_id, memory.tier, memory.is_consolidated) == (7, "hot", True)
+
+
+def test_the_revisions_start_up_knows_are_the_scripts_own() -> None:
+    assert list(migrations.REVISIONS) == migrations.script_revisions()
+
+
+def test_a_start_up_logs_nothing_of_alembic(database_url: str) -> None:
+    """Importing the runtime and checking the schema never imports Alembic (its import
+    logs its plugins at INFO): checked in a fresh interpreter, with logging at INFO."""
+    import subprocess
+    import sys
+
+    program = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+        "from omoi_os import AppSettings, ConsolidationRuntime, migrations\n"
+        f"runtime = ConsolidationRuntime(AppSettings(database_url={database_url!r}))\n"
+        "migrations.ensure_current(runtime.db.engine)\n"
+        "runtime.close()\n"
+        "print('alembic imported:', 'alembic' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+
+    assert (done.returncode, done.stdout, done.stderr) == (0, "alembic imported: False\n", "")
