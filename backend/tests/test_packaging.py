@@ -144,3 +144,69 @@ def test_our_migrate_leaves_a_hosts_alembic_version_as_it_was(
         ]
     assert migrations.current_revision(host.engine) == migrations.head_revision()
     host.dispose()
+
+
+HOST_FILE = """
+import uuid
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+from omoi_os import (
+    AppSettings,
+    ConsolidationRuntime,
+    MemoryType,
+    NewMemory,
+    ProjectNotFound,
+    ThresholdCheck,
+    consolidation_router,
+)
+
+engine = create_async_engine("postgresql+psycopg_async://host/db")
+runtime = ConsolidationRuntime(AppSettings(database_schema="omoi"), engine=engine)
+app = FastAPI()
+app.include_router(consolidation_router(runtime, memory_writes=False), prefix="/memory")
+
+
+async def record(session: AsyncSession, workspace: str) -> int | None:
+    project = await runtime.projects.ensure(workspace, name=workspace)
+    project_id: uuid.UUID = project.id
+    try:
+        memory_id: int = await runtime.memories.add(
+            session, project_id, NewMemory(memory_type=MemoryType.LEARNING, execution_summary="x")
+        )
+    except ProjectNotFound as missing:
+        print(missing.project_id)
+        return None
+    check: ThresholdCheck = await runtime.memories.after_write(project_id)
+    print(memory_id, check.unknown_project)
+    return check.triggered_job_id
+"""
+
+
+def test_a_host_type_checks_against_the_installed_wheel(
+    installed_wheel: Path, tmp_path: Path
+) -> None:
+    """`mypy --strict` on a host file, against the wheel (py.typed): a correct host
+    passes, and a wrong one is caught (our annotations are read, not taken as Any)."""
+    mypy = [sys.executable, "-m", "mypy", "--strict", "--no-incremental"]
+    mypy += ["--python-executable", str(installed_wheel / "python")]
+    good = tmp_path / "host.py"
+    good.write_text(HOST_FILE)
+    _run(*mypy, str(good), cwd=tmp_path)
+
+    wrong = tmp_path / "wrong_host.py"
+    wrong.write_text(HOST_FILE.replace("check: ThresholdCheck =", "check: str ="))
+    result = subprocess.run(
+        [*mypy, str(wrong)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env=_without_pythonpath(dict(os.environ)),
+    )
+    assert result.returncode == 1, result.stdout
+    assert (
+        'Incompatible types in assignment (expression has type "ThresholdCheck", variable has type "str")'
+        in result.stdout
+    )
