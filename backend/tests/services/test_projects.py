@@ -38,6 +38,7 @@ UNTOUCHED = {
     "pause_reason": None,
     "consolidation_threshold": None,
     "consolidation_cooldown": None,
+    "external_key": None,
 }
 
 

@@ -72,6 +72,7 @@ def test_insert_project(db: DatabaseService, factories: Factories) -> None:
         "pause_reason": None,
         "consolidation_threshold": None,
         "consolidation_cooldown": None,
+        "external_key": None,
     }
     assert factories.count(Project) == 1
 
