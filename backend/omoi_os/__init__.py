@@ -25,7 +25,10 @@ _EXPORTS = {
     "ConsolidationScope": "omoi_os.services.consolidation.scope",
     "JobNotFound": "omoi_os.errors",
     "JobStatus": "omoi_os.models",
+    "MemoryNotFound": "omoi_os.errors",
+    "MemoryTier": "omoi_os.models",
     "MemoryType": "omoi_os.models",
+    "MemoryView": "omoi_os.services.memory",
     "NewMemory": "omoi_os.services.memory",
     "ProjectInactive": "omoi_os.errors",
     "ProjectNotFound": "omoi_os.errors",
@@ -46,7 +49,10 @@ __all__ = [
     "ConsolidationScope",
     "JobNotFound",
     "JobStatus",
+    "MemoryNotFound",
+    "MemoryTier",
     "MemoryType",
+    "MemoryView",
     "NewMemory",
     "ProjectInactive",
     "ProjectNotFound",
@@ -76,12 +82,13 @@ if TYPE_CHECKING:
         ConsolidationAlreadyActive,
         ConsolidationError,
         JobNotFound,
+        MemoryNotFound,
         ProjectInactive,
         ProjectNotFound,
     )
     from omoi_os.migrations import SchemaNotCurrent
-    from omoi_os.models import JobStatus, MemoryType, TriggerType
+    from omoi_os.models import JobStatus, MemoryTier, MemoryType, TriggerType
     from omoi_os.runtime import ConsolidationRuntime
     from omoi_os.services.consolidation.scope import ConsolidationScope
     from omoi_os.services.database import create_database_engine
-    from omoi_os.services.memory import NewMemory, ThresholdCheck
+    from omoi_os.services.memory import MemoryView, NewMemory, ThresholdCheck

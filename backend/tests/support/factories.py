@@ -57,6 +57,14 @@ class Factories:
         with self.db.transaction() as session:
             session.execute(insert(TaskMemory), [row] * count)
 
+    def memory(self, project_id: uuid.UUID, **overrides: Any) -> int:
+        """One memory written directly (no threshold check); returns its id."""
+        row = _memory_row(project_id) | overrides
+        with self.db.transaction() as session:
+            return int(
+                session.execute(insert(TaskMemory).returning(TaskMemory.id), row).scalar_one()
+            )
+
     def job(self, project_id: uuid.UUID, **overrides: Any) -> ConsolidationJob:
         values: dict[str, Any] = {
             "project_id": project_id,
