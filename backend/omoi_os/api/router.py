@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends
 from omoi_os.api.auth import bearer_principal
 from omoi_os.api.deps import bind_principal, bind_runtime
 from omoi_os.api.errors import error_responses
-from omoi_os.api.routes import jobs, projects, system
+from omoi_os.api.routes import jobs, memories, projects, system
 from omoi_os.runtime import ConsolidationRuntime
 
 
@@ -38,6 +38,7 @@ def consolidation_router(
         responses=error_responses(401, 413, 503),
     )
     router.include_router(projects.router)
+    router.include_router(memories.router)
     router.include_router(jobs.router)
     router.include_router(system.router)
     return router

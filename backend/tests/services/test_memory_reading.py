@@ -17,24 +17,9 @@ from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerS
 from omoi_os.services.database import DatabaseService
 from omoi_os.services.memory import MemoryService, MemoryView
 from omoi_os.services.paging import Page
-from tests.support.factories import T0, Factories
+from tests.support.factories import DECIDING_JOB_ID, T0, Factories, decided
 
 HOT, WARM, COLD = MemoryTier.HOT, MemoryTier.WARM, MemoryTier.COLD
-JOB_ID = 7
-
-
-def decided(tier: MemoryTier, score: float, days_old: int, **overrides: Any) -> dict[str, Any]:
-    """A consolidated memory's columns: its tier and score, set by job JOB_ID at T0."""
-    return {
-        "learned_at": T0 - timedelta(days=days_old),
-        "is_consolidated": True,
-        "consolidated_at": T0,
-        "consolidation_job_id": JOB_ID,
-        "tier": tier,
-        "consolidation_score": score,
-        "tier_expires_at": T0 + timedelta(days=30),
-    } | overrides
-
 
 # A project's memories, in the order they are written (so ids increase down the list):
 # ties in score (h1, h2) and in age (h1, c2), a warm memory scored above every hot one,
@@ -156,7 +141,7 @@ def test_a_memory_reads_back_with_every_field(listed: Listed, factories: Factori
         metadata={"run": "r-1", "tags": ["ci", 3]},
         is_consolidated=True,
         consolidated_at=T0,
-        consolidation_job_id=JOB_ID,
+        consolidation_job_id=DECIDING_JOB_ID,
         score=0.9,
         tier=HOT,
         tier_expires_at=T0 + timedelta(days=30),
