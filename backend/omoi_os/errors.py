@@ -54,6 +54,14 @@ class JobNotFound(ConsolidationError, LookupError):
         self.job_id = job_id
 
 
+class MemoryNotFound(ConsolidationError, LookupError):
+    """No memory has this id (reading one memory: MemoryService.get)."""
+
+    def __init__(self, memory_id: int) -> None:
+        super().__init__(f"memory {memory_id} does not exist")
+        self.memory_id = memory_id
+
+
 class JobStateConflict(ConsolidationError):
     """What was asked of a job does not fit the status it is in."""
 

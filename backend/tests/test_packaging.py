@@ -207,6 +207,6 @@ def test_a_host_type_checks_against_the_installed_wheel(
     )
     assert result.returncode == 1, result.stdout
     assert (
-        'Incompatible types in assignment (expression has type "ThresholdCheck", variable has type "str")'
-        in result.stdout
+        'Incompatible types in assignment (expression has type "ThresholdCheck", '
+        'variable has type "str")' in result.stdout
     )

@@ -1,7 +1,7 @@
-"""The one place our errors become HTTP answers: a service's refusal (no such project
-or job, an inactive project, a job already active, a status that does not allow it)
-and a database that cannot be reached. `ConsolidationRoute` applies it to our routes
-only; `error_responses` documents the answers in the OpenAPI schema.
+"""The one place our errors become HTTP answers: a service's refusal (no such project,
+job or memory, an inactive project, a job already active, a status that does not
+allow it) and a database that cannot be reached. `ConsolidationRoute` applies it to
+our routes only; `error_responses` documents the answers in the OpenAPI schema.
 """
 
 import logging
@@ -19,6 +19,7 @@ from omoi_os.errors import (
     ConsolidationAlreadyActive,
     JobNotFound,
     JobStateConflict,
+    MemoryNotFound,
     ProjectInactive,
     ProjectKeyTaken,
     ProjectNotFound,
@@ -31,7 +32,7 @@ DATABASE_RETRY_AFTER_SECONDS = 5
 _ERROR_DOCS: dict[int, tuple[str, type[BaseModel]]] = {
     400: ("The body is not JSON", ErrorBody),
     401: ("Missing or wrong credentials", ErrorBody),
-    404: ("No such project or job", ErrorBody),
+    404: ("No such project, job or memory", ErrorBody),
     409: (
         "The project is inactive or already has an active job, the job's status does "
         "not allow it, or the external key is another project's",
@@ -52,7 +53,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def answer_to(request: Request, exc: Exception) -> Response | None:
     """Our answer to `exc`, or None to let it propagate (to the host's handlers)."""
-    if isinstance(exc, ProjectNotFound | JobNotFound):
+    if isinstance(exc, ProjectNotFound | JobNotFound | MemoryNotFound):
         return error_response(404, str(exc))
     if isinstance(exc, ConsolidationAlreadyActive | ProjectInactive):
         return JSONResponse({"detail": str(exc), "active_job_id": exc.active_job_id}, 409)

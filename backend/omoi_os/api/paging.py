@@ -4,8 +4,7 @@ from typing import Annotated
 
 from fastapi import Query
 
-MAX_PAGE = 200
-MAX_OFFSET = 1_000_000
+from omoi_os.services.paging import MAX_OFFSET, MAX_PAGE
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends
 from omoi_os.api.auth import bearer_principal
 from omoi_os.api.deps import bind_principal, bind_runtime
 from omoi_os.api.errors import error_responses
-from omoi_os.api.routes import jobs, projects, system
+from omoi_os.api.routes import jobs, memories, projects, system
 from omoi_os.api.routes import memory_writes as memory_writes_routes
 from omoi_os.runtime import ConsolidationRuntime
 
@@ -46,6 +46,7 @@ def consolidation_router(
         responses=error_responses(401, 413, 503),
     )
     router.include_router(projects.router)
+    router.include_router(memories.router)
     if memory_writes:
         router.include_router(memory_writes_routes.router)
     router.include_router(jobs.router)

@@ -12,12 +12,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StrictBool,
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
 
-from omoi_os.models import JobStatus, MemoryType, TriggerType
+from omoi_os.models import JobStatus, MemoryTier, MemoryType, TriggerType
 from omoi_os.services.consolidation.json_types import JsonDateTime, JsonInt, number_not_text
 from omoi_os.services.consolidation.scope import ConsolidationScope
 from omoi_os.services.projects import (
@@ -218,6 +219,41 @@ class MemoryCreated(BaseModel):
         description="The threshold check failed after the memory was stored (it is logged; "
         "the memory is kept)"
     )
+
+
+class MemoryItem(Response):
+    """A memory of a project's listing, with what consolidation decided."""
+
+    id: int
+    memory_type: MemoryType
+    execution_summary: str
+    learned_at: datetime
+    metadata: dict[str, JsonValue] | None = Field(
+        description="The host's own reference for the memory, as it gave it"
+    )
+    is_consolidated: bool
+    consolidated_at: datetime | None
+    consolidation_job_id: int | None = Field(description="The job that consolidated it")
+    tier: MemoryTier | None = Field(description="hot, warm or cold; null until consolidated")
+    score: float | None = Field(description="Its consolidation score; null until consolidated")
+    tier_expires_at: datetime | None = Field(
+        description="When its tier may next change with its age; null once it cannot"
+    )
+
+
+class MemoryDetail(MemoryItem):
+    """One memory: a listing's item, and its project, outcome and reuse count."""
+
+    project_id: uuid.UUID
+    success: bool
+    reused_count: int
+
+
+class MemoryPage(BaseModel):
+    items: list[MemoryItem]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="Offset of the next page; null on the last")
 
 
 # --- consolidation jobs -----------------------------------------------------------------

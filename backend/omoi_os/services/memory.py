@@ -21,16 +21,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pydantic import JsonValue
 from sqlalchemy.orm import Session
 
 from omoi_os.clock import Clock, utc_now
-from omoi_os.errors import ProjectNotFound
-from omoi_os.models import MemoryType
+from omoi_os.errors import MemoryNotFound, ProjectNotFound
+from omoi_os.models import MemoryTier, MemoryType
 from omoi_os.services.awaitable import awaitable
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.database import DatabaseService
+from omoi_os.services.paging import Page, check_page
 from omoi_os.store import memories as memory_store
 from omoi_os.store import projects as project_store
+from omoi_os.store.memories import MemoryOrder
 from omoi_os.store.sql import Bound
 
 if TYPE_CHECKING:  # SQLAlchemy's asyncio needs greenlet: only an async host has it
@@ -86,6 +89,27 @@ class StoredMemory:
     memory: Any
     triggered_job_id: int | None
     threshold_check_failed: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    """A memory as a reader sees it: what the agent wrote, and what consolidation
+    decided (its score, tier and when the tier may next change; None until then)."""
+
+    id: int
+    project_id: uuid.UUID
+    memory_type: MemoryType
+    execution_summary: str
+    success: bool
+    reused_count: int
+    learned_at: datetime
+    metadata: dict[str, JsonValue] | None  # the host's own reference, as it gave it
+    is_consolidated: bool
+    consolidated_at: datetime | None
+    consolidation_job_id: int | None
+    score: float | None
+    tier: MemoryTier | None
+    tier_expires_at: datetime | None
 
 
 class MemoryService:
@@ -177,5 +201,74 @@ class MemoryService:
                 metadata=memory.metadata,
             )
 
+    # --- reading what consolidation decided -------------------------------------------
+
+    def list_sync(
+        self,
+        project_id: uuid.UUID | str,
+        *,
+        tier: MemoryTier | None = None,
+        consolidated: bool | None = None,
+        order: MemoryOrder = "score",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> Page[MemoryView]:
+        """A page of the project's memories, best first (`order="score"`: by score,
+        those not consolidated yet last) or newest first (`"learned_at"`); only those of
+        `tier`, and only the consolidated (or unconsolidated) ones, if given. Raises
+        ProjectNotFound; ValueError, naming the argument, for a bad tier, order or page."""
+        tier = _checked_listing(tier, order, limit, offset)
+        project = project_store.parse_project_id(project_id)
+        statement, parameters = memory_store.memories_page(
+            project,
+            tier=tier,
+            consolidated=consolidated,
+            order=order,
+            limit=limit + 1,
+            offset=offset,
+        )
+        with self._db.single_statement(read_only=True) as connection:
+            rows = connection.execute(statement, parameters).all()
+            # Only an empty page can be an unknown project's: a page with memories
+            # costs no second statement.
+            if not rows and not project_store.project_exists(connection, project):
+                raise ProjectNotFound(project_id)
+        return Page.cut([MemoryView(**row._mapping) for row in rows], limit=limit, offset=offset)
+
+    def get_sync(self, memory_id: int) -> MemoryView:
+        """The memory as a reader sees it; MemoryNotFound if there is none."""
+        if not 1 <= memory_id <= MAX_MEMORY_ID:  # no such row can exist: nothing to ask
+            raise MemoryNotFound(memory_id)
+        with self._db.single_statement(read_only=True) as connection:
+            row = connection.execute(*memory_store.memory_by_id(memory_id)).one_or_none()
+        if row is None:
+            raise MemoryNotFound(memory_id)
+        return MemoryView(**row._mapping)
+
     create_memory = awaitable(create_memory_sync)
     after_write = awaitable(after_write_sync)
+    list = awaitable(list_sync)
+    get = awaitable(get_sync)
+
+
+# Memory ids are BIGINT: a larger number names no memory (and cannot be bound).
+MAX_MEMORY_ID = 2**63 - 1
+
+
+def _checked_listing(
+    tier: MemoryTier | str | None, order: str, limit: int, offset: int
+) -> MemoryTier | None:
+    """The listing's tier as a MemoryTier; ValueError, naming the argument, for a tier
+    or order that does not exist or a page out of bounds."""
+    if order not in memory_store.MEMORY_ORDERS:
+        raise ValueError(
+            f"order must be one of {', '.join(memory_store.MEMORY_ORDERS)}, not {order!r}"
+        )
+    check_page(limit, offset)
+    if tier is None:
+        return None
+    try:
+        return MemoryTier(tier)
+    except ValueError:
+        tiers = ", ".join(member.value for member in MemoryTier)
+        raise ValueError(f"tier must be one of {tiers}, not {tier!r}") from None

@@ -1,5 +1,5 @@
-"""The SQL of `task_memories`: writing a memory, counting a project's backlog, and
-reading and marking memories for consolidation."""
+"""The SQL of `task_memories`: writing a memory, counting a project's backlog,
+reading and marking memories for consolidation, and reading what it decided."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     TIMESTAMP,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
     true,
     union,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -384,3 +385,144 @@ class MemoryWrite:
                 marks.ids, marks.scores, marks.tiers, marks.expiries, strict=True
             )
         ]
+
+
+# --- reading what consolidation decided --------------------------------------------------
+
+# How a listing of a project's memories is ordered: best first (consolidation_score
+# DESC, id DESC), or newest first (learned_at DESC, id DESC).
+MemoryOrder = Literal["score", "learned_at"]
+MEMORY_ORDERS: tuple[MemoryOrder, ...] = ("score", "learned_at")
+
+# What a reader sees of a memory, under the names services.memory.MemoryView gives them.
+_VIEW_COLUMNS = (
+    TaskMemory.id,
+    TaskMemory.project_id,
+    TaskMemory.memory_type,
+    TaskMemory.execution_summary,
+    TaskMemory.success,
+    TaskMemory.reused_count,
+    TaskMemory.learned_at,
+    TaskMemory.memory_metadata.label("metadata"),
+    TaskMemory.is_consolidated,
+    TaskMemory.consolidated_at,
+    TaskMemory.consolidation_job_id,
+    TaskMemory.consolidation_score.label("score"),
+    TaskMemory.tier,
+    TaskMemory.tier_expires_at,
+)
+VIEW_NAMES = tuple(column.key for column in _VIEW_COLUMNS)
+
+# Each database's own DESC, with no NULLS FIRST/LAST: that is the order
+# ix_task_memories_ranking (project_id, tier, consolidation_score, id) gives read
+# backwards, on PostgreSQL (NULLs last in the index, so first backwards) and on SQLite
+# (NULLs first, so last) alike. A tiered memory always has a score (the worker writes
+# both in one UPDATE, _retier_values), so the two only differ on rows that cannot be.
+_BY_SCORE = (TaskMemory.consolidation_score.desc(), TaskMemory.id.desc())
+_BY_LEARNED_AT = (TaskMemory.learned_at.desc(), TaskMemory.id.desc())
+
+# The tiers in the order a listing by score takes its parts; None: not yet tiered.
+_TIER_PARTS: tuple[MemoryTier | None, ...] = (*MemoryTier, None)
+
+_MEMORY = select(*_VIEW_COLUMNS).where(TaskMemory.id == bindparam("memory_id"))
+
+
+def memory_by_id(memory_id: int) -> Bound:
+    """One memory as a reader sees it (no row if there is none)."""
+    return Bound(_MEMORY, {"memory_id": memory_id})
+
+
+def memories_page(
+    project_id: uuid.UUID,
+    *,
+    tier: MemoryTier | None,
+    consolidated: bool | None,
+    order: MemoryOrder,
+    limit: int,
+    offset: int,
+) -> Bound:
+    """`limit` of the project's memories from `offset` on, in `order`; only those of
+    `tier`, and only the consolidated (or unconsolidated) ones, if given."""
+    parameters: dict[str, Any] = {
+        "project_id": project_id,
+        "size": limit,
+        "skip": offset,
+        "upto": offset + limit,  # what each tier's part of a read by score reads at most
+    }
+    if tier is not None:
+        parameters["tier"] = tier
+    return Bound(_page_statement(order, tier is not None, consolidated), parameters)
+
+
+def _listing_conditions(*, by_tier: bool, consolidated: bool | None) -> list[ColumnElement[bool]]:
+    conditions = [TaskMemory.project_id == bindparam("project_id")]
+    if by_tier:
+        conditions.append(TaskMemory.tier == bindparam("tier"))
+    if consolidated is not None:
+        # A literal rather than a bound value: whatever plan PostgreSQL caches, it can
+        # then read the partial index of unconsolidated memories (see _scope_conditions).
+        conditions.append(TaskMemory.is_consolidated == (true() if consolidated else false()))
+    return conditions
+
+
+@cache
+def _page_statement(
+    order: MemoryOrder, by_tier: bool, consolidated: bool | None
+) -> Select[Any] | CompoundSelect[Any]:
+    # Built once per shape: listings differ only in their parameters.
+    conditions = _listing_conditions(by_tier=by_tier, consolidated=consolidated)
+    statement = select(*_VIEW_COLUMNS).where(*conditions)
+    if order == "learned_at":
+        return _page(statement.order_by(*_BY_LEARNED_AT))
+    if consolidated is False:
+        return _page(statement.order_by(*_BACKLOG_BY_SCORE))
+    if by_tier:
+        return _page(statement.order_by(*_BY_SCORE))
+    return _best_of_every_tier(conditions)
+
+
+def _page(statement: Select[Any]) -> Select[Any]:
+    return statement.limit(bindparam("size")).offset(bindparam("skip"))
+
+
+# By score, the memories not tiered yet (no score) last: the order of a read by score
+# of every tier (_best_of_every_tier), and of the unconsolidated memories. For those it
+# is also what makes the read cheap: no index gives the leading `tier IS NULL` (constant
+# within one tier), so PostgreSQL reads the backlog from the partial index
+# ix_task_memories_unconsolidated and sorts it, rather than reading a tier's range of
+# the ranking index backwards through all of its consolidated memories (its LIMIT
+# estimate supposes the unconsolidated ones are spread evenly; measured with 1,000,000
+# memories: 0.97 s by the ranking index).
+_BACKLOG_BY_SCORE = (TaskMemory.tier.is_(None), *_BY_SCORE)
+
+
+def _best_of_every_tier(conditions: list[ColumnElement[bool]]) -> Select[Any]:
+    """A project's memories by score, every tier together, without a sort of the
+    project: each tier's best `upto` (offset + limit) are read backwards from the end
+    of its range of ix_task_memories_ranking, as a read of one tier is, and only those
+    (at most four times `upto`) are merged and sorted. The memories not tiered yet (no
+    score: the backlog) come last, newest first, from their own range of the index
+    (tier NULL)."""
+    # The merge orders by (not tiered, score, id): restricted to one part that is the
+    # part's own order, so the best `upto` of a part in the merge's order are exactly
+    # the ones the part read, whatever scores (or NULLs) its rows hold.
+    parts = []
+    for tier in _TIER_PARTS:
+        in_tier = TaskMemory.tier.is_(None) if tier is None else TaskMemory.tier == tier
+        # `tier DESC` first, constant within the part: PostgreSQL does not take
+        # `tier IS NULL` as fixing the index's second column, so without it the
+        # backlog's part would be sorted rather than read backwards.
+        order = _BY_SCORE if tier is not None else (TaskMemory.tier.desc(), *_BY_SCORE)
+        part = (
+            select(*_VIEW_COLUMNS)
+            .where(*conditions, in_tier)
+            .order_by(*order)
+            .limit(bindparam("upto"))
+            # A subquery each: SQLite admits no ORDER BY or LIMIT on a UNION's members.
+            .subquery()
+        )
+        parts.append(select(part))
+    merged = union_all(*parts).subquery("merged")
+    return _page(
+        select(merged).order_by(merged.c.tier.is_(None), merged.c.score.desc(), merged.c.id.desc())
+    )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql.dml import Update
 
@@ -73,7 +74,7 @@ def get_project(
     return session.get(Project, project_id, with_for_update=for_update or None)
 
 
-def project_exists(session: Session, project_id: uuid.UUID) -> bool:
+def project_exists(session: Session | Connection, project_id: uuid.UUID) -> bool:
     return session.scalar(select(Project.id).where(Project.id == project_id)) is not None
 
 

@@ -207,6 +207,8 @@ def test_openapi_schema_is_valid_and_documents_errors(client: TestClient) -> Non
         ("GET", "/api/v1/projects/{project_id}"): {"200", "404"} | API_ERRORS,
         ("PATCH", "/api/v1/projects/{project_id}"): {"200", "400", "404"} | BODY_ERRORS,
         ("POST", "/api/v1/projects/{project_id}/memories"): {"201", "400", "404"} | BODY_ERRORS,
+        ("GET", "/api/v1/projects/{project_id}/memories"): {"200", "404"} | API_ERRORS,
+        ("GET", "/api/v1/memories/{memory_id}"): {"200", "404"} | API_ERRORS,
         ("POST", "/api/v1/projects/{project_id}/consolidation-jobs"): {
             "202",
             "400",

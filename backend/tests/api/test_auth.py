@@ -50,6 +50,8 @@ def test_the_api_has_the_operations_this_module_covers(client: TestClient) -> No
             ("GET", "/api/v1/projects/{project_id}"),
             ("PATCH", "/api/v1/projects/{project_id}"),
             ("POST", "/api/v1/projects/{project_id}/memories"),
+            ("GET", "/api/v1/projects/{project_id}/memories"),
+            ("GET", "/api/v1/memories/{memory_id}"),
             ("POST", "/api/v1/projects/{project_id}/consolidation-jobs"),
             ("GET", "/api/v1/projects/{project_id}/consolidation-jobs"),
             ("GET", "/api/v1/consolidation-jobs/{job_id}"),
@@ -85,18 +87,19 @@ def test_every_route_answers_401_without_a_valid_token(
 ) -> None:
     project = factories.project(name="p")
     job = factories.job(project.id)
+    memory_id = factories.memory(project.id)
     before = row_counts(factories)
     operations = _api_operations(client)
 
     answers = {}
     for method, path in operations:
-        url = path.format(project_id=project.id, job_id=job.id)
+        url = path.format(project_id=project.id, job_id=job.id, memory_id=memory_id)
         body = VALID_BODIES.get((method, path))
         answers[(method, path)] = client.request(
             method, url, headers=headers, **({} if body is None else {"json": body})
         )
 
-    assert len(operations) == 17
+    assert len(operations) == 19
     assert {op: answer.status_code for op, answer in answers.items()} == dict.fromkeys(
         operations, 401
     )
@@ -106,7 +109,7 @@ def test_every_route_answers_401_without_a_valid_token(
     assert {op: answer.headers["WWW-Authenticate"] for op, answer in answers.items()} == (
         dict.fromkeys(operations, 'Bearer realm="omoi-os"')
     )
-    assert before == (1, 0, 1, 0)
+    assert before == (1, 1, 1, 0)
     assert row_counts(factories) == before
 
 

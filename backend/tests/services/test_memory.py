@@ -90,6 +90,7 @@ def test_create_memory_stores_every_field(
         "success": False,
         "reused_count": 4,
         "learned_at": learned_at,
+        "metadata": None,
         "is_consolidated": False,
         "consolidated_at": None,
         "consolidation_job_id": None,

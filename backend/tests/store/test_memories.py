@@ -90,6 +90,7 @@ def test_insert_memory_returns_the_stored_row_with_every_column(
         "success": False,
         "reused_count": 4,
         "learned_at": learned_at,
+        "metadata": None,
         "is_consolidated": False,
         "consolidated_at": None,
         "consolidation_job_id": None,

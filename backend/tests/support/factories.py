@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select
 from omoi_os.models import (
     ConsolidationJob,
     JobStatus,
+    MemoryTier,
     MemoryType,
     Project,
     QueuedTask,
@@ -21,6 +22,8 @@ from omoi_os.models import (
 from omoi_os.services.database import DatabaseService
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+# The job that consolidated the memories `decided` describes.
+DECIDING_JOB_ID = 7
 
 
 @dataclass
@@ -57,6 +60,14 @@ class Factories:
         with self.db.transaction() as session:
             session.execute(insert(TaskMemory), [row] * count)
 
+    def memory(self, project_id: uuid.UUID, **overrides: Any) -> int:
+        """One memory written directly (no threshold check); returns its id."""
+        row = _memory_row(project_id) | overrides
+        with self.db.transaction() as session:
+            return int(
+                session.execute(insert(TaskMemory).returning(TaskMemory.id), row).scalar_one()
+            )
+
     def job(self, project_id: uuid.UUID, **overrides: Any) -> ConsolidationJob:
         values: dict[str, Any] = {
             "project_id": project_id,
@@ -90,3 +101,17 @@ def _memory_row(project_id: uuid.UUID) -> dict[str, Any]:
         "learned_at": T0 - timedelta(days=1),
         "is_consolidated": False,
     }
+
+
+def decided(tier: MemoryTier, score: float, days_old: int, **overrides: Any) -> dict[str, Any]:
+    """A consolidated memory's columns (for Factories.memory): learned `days_old` days
+    before T0, given `tier` and `score` by job DECIDING_JOB_ID at T0."""
+    return {
+        "learned_at": T0 - timedelta(days=days_old),
+        "is_consolidated": True,
+        "consolidated_at": T0,
+        "consolidation_job_id": DECIDING_JOB_ID,
+        "tier": tier,
+        "consolidation_score": score,
+        "tier_expires_at": T0 + timedelta(days=30),
+    } | overrides
