@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
-from omoi_os import AppSettings, ConsolidationRuntime, SchemaNotCurrent, testing
-from omoi_os.models import ConsolidationJob
+from omoi_os import AppSettings, ConsolidationRuntime, SchemaNotCurrent, migrations, testing
+from omoi_os.models import ConsolidationJob, TaskMemory
 from tests.support.polling import wait_for
 from tests.support.threads import scheduler_threads
 
@@ -30,23 +31,36 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "host_app.py"
 ALICE = {"X-Api-Key": "key-of-alice-0123456789"}
 
 
-@pytest.fixture
-def host(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The example host app, imported fresh on the test database."""
-    monkeypatch.setenv("HOST_DATABASE_URL", database_url)
+def _async_url(url: str) -> str:
+    parsed = make_url(url)
+    driver = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg_async"}
+    return parsed.set(drivername=driver[parsed.get_backend_name()]).render_as_string(
+        hide_password=False
+    )
+
+
+def _import_example(url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setenv("HOST_DATABASE_URL", _async_url(url))
     spec = importlib.util.spec_from_file_location("host_app_under_test", EXAMPLE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def host(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The example host app, imported fresh on the test database."""
+    module = _import_example(database_url, monkeypatch)
     yield module
-    module.engine.dispose()
+    module.consolidation.close()
 
 
 def test_the_scheduler_runs_while_the_host_app_runs(host: ModuleType) -> None:
     with TestClient(host.app) as client:
         assert host.consolidation.running
         assert host.consolidation.worker.running
-        assert client.get("/consolidation/healthz").json()["scheduler"] == "running"
+        assert client.get("/memory/healthz").json()["scheduler"] == "running"
         assert client.get("/whoami", headers=ALICE).json() == {
             "user": "alice",
             "started_by": "host lifespan",
@@ -60,19 +74,18 @@ def test_the_scheduler_runs_while_the_host_app_runs(host: ModuleType) -> None:
 def test_our_routes_under_the_host_prefix_with_the_host_principal(host: ModuleType) -> None:
     with TestClient(host.app) as client:
         host.consolidation.worker.stop()  # the first job stays pending: the second conflicts
-        refused = client.post("/consolidation/projects", json={"name": "p"})
-        project = client.post("/consolidation/projects", json={"name": "p"}, headers=ALICE)
+        refused = client.post("/memory/projects", json={"name": "p"})
+        project = client.post("/memory/projects", json={"name": "p"}, headers=ALICE)
         project_id = project.json()["id"]
-        job = client.post(f"/consolidation/projects/{project_id}/consolidation-jobs", headers=ALICE)
-        again = client.post(
-            f"/consolidation/projects/{project_id}/consolidation-jobs", headers=ALICE
-        )
-        ours_invalid = client.post(
-            f"/consolidation/projects/{project_id}/memories",
-            json={"memory_type": "x"},
+        job = client.post(f"/memory/projects/{project_id}/consolidation-jobs", headers=ALICE)
+        again = client.post(f"/memory/projects/{project_id}/consolidation-jobs", headers=ALICE)
+        ours_invalid = client.post("/memory/projects", json={}, headers=ALICE)
+        hosts_invalid = client.post("/workspaces/w/lessons", json={}, headers=ALICE)
+        no_memory_writes = client.post(
+            f"/memory/projects/{project_id}/memories",
+            json={"memory_type": "learning", "execution_summary": "x"},
             headers=ALICE,
         )
-        hosts_invalid = client.post(f"/agents/{project_id}/lessons", json={}, headers=ALICE)
 
     assert (refused.status_code, refused.json()) == (403, {"detail": "unknown API key"})
     assert project.status_code == 201
@@ -80,40 +93,90 @@ def test_our_routes_under_the_host_prefix_with_the_host_principal(host: ModuleTy
     assert (again.status_code, again.json()["active_job_id"]) == (409, job.json()["id"])
     # Our 422 names the field; the host's own routes keep the host's own format.
     assert ours_invalid.status_code == 422
-    assert {tuple(e["loc"]) for e in ours_invalid.json()["detail"]} == {
-        ("body", "memory_type"),
-        ("body", "execution_summary"),
-    }
+    assert [tuple(e["loc"]) for e in ours_invalid.json()["detail"]] == [("body", "name")]
     assert (hosts_invalid.status_code, hosts_invalid.json()) == (
         400,
         {"error": "invalid request", "fields": 1},
     )
+    # memory_writes=False: only the listing is at that path.
+    assert no_memory_writes.status_code == 405
 
 
-def test_the_hosts_memory_route_runs_our_threshold_check(host: ModuleType) -> None:
-    with TestClient(host.app) as client:
-        project_id = client.post(
-            "/consolidation/projects", json={"name": "agents"}, headers=ALICE
-        ).json()["id"]
-        answers = [
-            client.post(f"/agents/{project_id}/lessons", json={"summary": f"s{n}"}, headers=ALICE)
-            for n in range(10)
-        ]
-        job_id = answers[-1].json()["consolidation_job_id"]
-        wait_for(
-            lambda: (
-                client.get(f"/consolidation/consolidation-jobs/{job_id}", headers=ALICE).json()[
-                    "status"
-                ]
-                == "completed"
-            ),
-            what="the threshold job completed by our worker inside the host",
-        )
-
+def _write_lessons_and_wait(client: TestClient, workspace: str) -> list[dict[str, Any]]:
+    answers = [
+        client.post(f"/workspaces/{workspace}/lessons", json={"summary": f"s{n}"}, headers=ALICE)
+        for n in range(10)
+    ]
     assert [a.status_code for a in answers] == [201] * 10
-    assert [a.json()["consolidation_job_id"] for a in answers[:9]] == [None] * 9
+    job_id = answers[-1].json()["consolidation_job_id"]
     assert job_id is not None
-    assert {a.json()["threshold_check_failed"] for a in answers} == {False}
+    wait_for(
+        lambda: (
+            client.get(f"/memory/consolidation-jobs/{job_id}", headers=ALICE).json()["status"]
+            == "completed"
+        ),
+        what="the threshold job completed by our worker inside the host",
+    )
+    return [a.json() for a in answers]
+
+
+def _the_hosts_lesson_route_end_to_end(host: ModuleType) -> None:
+    with TestClient(host.app) as client:
+        answers = _write_lessons_and_wait(client, "agents")
+        project_id = answers[0]["project_id"]
+        hot = client.get("/workspaces/agents/hot", headers=ALICE)
+        ours = client.get(
+            f"/memory/projects/{project_id}/memories?tier=hot&order=score", headers=ALICE
+        )
+        keyed = client.get("/memory/projects?external_key=agents", headers=ALICE)
+
+    assert [a["consolidation_job_id"] for a in answers[:9]] == [None] * 9
+    assert {a["project_id"] for a in answers} == {project_id}
+    assert {a["threshold_check_failed"] for a in answers} == {False}
+    assert ours.status_code == 200 and hot.status_code == 200
+    listed = ours.json()["items"]
+    assert listed and {item["tier"] for item in listed} == {"hot"}
+    assert [item["metadata"]["lesson_id"] for item in listed] == [
+        lesson["lesson_id"] for lesson in hot.json()
+    ]
+    scores = [item["score"] for item in listed]
+    assert scores == sorted(scores, reverse=True)
+    assert {item["metadata"]["lesson_id"] for item in listed} <= {a["lesson_id"] for a in answers}
+    assert [p["id"] for p in keyed.json()["items"]] == [project_id]
+    assert keyed.json()["items"][0]["external_key"] == "agents"
+
+
+def test_the_hosts_lesson_route_writes_ours_in_its_transaction(host: ModuleType) -> None:
+    _the_hosts_lesson_route_end_to_end(host)
+
+
+@pytest.mark.postgres_only
+def test_the_example_beside_a_hosts_own_projects_in_a_schema(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.conftest import require_postgres
+
+    require_postgres()
+    with testing.scratch_database("omoi_host_example", migrate=False) as url:
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            for table in ("projects", "task_memories", "consolidation_jobs", "task_queue"):
+                connection.execute(text(f"CREATE TABLE {table} (ref INTEGER)"))
+                connection.execute(text(f"INSERT INTO {table} VALUES (7)"))
+        migrations.upgrade(url, schema="omoi")
+        monkeypatch.setenv("OMOI_DATABASE_SCHEMA", "omoi")
+        host = _import_example(url, monkeypatch)
+        try:
+            _the_hosts_lesson_route_end_to_end(host)
+        finally:
+            host.consolidation.close()
+        with engine.connect() as connection:
+            for table in ("projects", "task_memories", "consolidation_jobs", "task_queue"):
+                rows = connection.execute(text(f"SELECT ref FROM public.{table}")).all()
+                assert [tuple(row) for row in rows] == [(7,)], table
+            ours = connection.execute(text("SELECT count(*) FROM omoi.task_memories"))
+            assert ours.scalar_one() == 10
+        engine.dispose()
 
 
 def test_a_failing_check_never_loses_the_hosts_memory(
@@ -124,26 +187,23 @@ def test_a_failing_check_never_loses_the_hosts_memory(
 
     monkeypatch.setattr(host.consolidation.triggers, "check_threshold_triggers_sync", broken)
     with TestClient(host.app) as client:
-        project_id = client.post(
-            "/consolidation/projects", json={"name": "agents"}, headers=ALICE
-        ).json()["id"]
-        answer = client.post(f"/agents/{project_id}/lessons", json={"summary": "s"}, headers=ALICE)
-        stored = client.get(f"/consolidation/projects/{project_id}", headers=ALICE)
+        answer = client.post("/workspaces/w/lessons", json={"summary": "s"}, headers=ALICE)
 
     assert answer.status_code == 201
     assert answer.json()["threshold_check_failed"] is True
-    assert stored.status_code == 200
-    with host.Session() as session:
-        assert session.scalar(select(host.TaskMemory.id)) == answer.json()["lesson_id"]
+    with host.consolidation.db.read() as session:
+        memory_ids = list(session.scalars(select(TaskMemory.id)))
+    assert memory_ids == [answer.json()["memory_id"]]
 
 
 def test_the_hosts_openapi_schema_has_our_operations(host: ModuleType) -> None:
     paths = TestClient(host.app).get("/openapi.json").json()["paths"]
 
-    assert "/agents/{project_id}/lessons" in paths
-    assert "/consolidation/projects/{project_id}/consolidation-jobs" in paths
-    assert set(paths["/consolidation/projects/{project_id}/consolidation-jobs"]) == {"get", "post"}
-    assert "/consolidation/healthz" in paths
+    assert "/workspaces/{workspace}/lessons" in paths
+    assert "/memory/projects/{project_id}/consolidation-jobs" in paths
+    assert set(paths["/memory/projects/{project_id}/consolidation-jobs"]) == {"get", "post"}
+    assert set(paths["/memory/projects/{project_id}/memories"]) == {"get"}  # no writes
+    assert "/memory/healthz" in paths
 
 
 # --- the lifespan's edges ---------------------------------------------------------------

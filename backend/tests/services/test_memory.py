@@ -97,7 +97,6 @@ def test_create_memory_stores_every_field(
         "consolidation_score": None,
         "tier": None,
         "tier_expires_at": None,
-        "metadata": None,
     }
     assert _stored(db) == [{"id": stored.memory.id} | expected]
     assert dict(stored.memory._mapping) == {"id": stored.memory.id} | expected

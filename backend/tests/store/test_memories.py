@@ -97,7 +97,6 @@ def test_insert_memory_returns_the_stored_row_with_every_column(
         "consolidation_score": None,
         "tier": None,
         "tier_expires_at": None,
-        "metadata": None,
     }
     assert set(returned) == set(TaskMemory.__table__.columns.keys())
     assert isinstance(returned["id"], int)
