@@ -11,6 +11,8 @@ class ConsolidationError(Exception):
 
 
 class ProjectNotFound(ConsolidationError, LookupError):
+    """No project has this id (HTTP 404)."""
+
     def __init__(self, project_id: uuid.UUID | str) -> None:
         super().__init__(f"project {project_id} does not exist")
         self.project_id = project_id
@@ -49,6 +51,8 @@ class ConsolidationAlreadyActive(ConsolidationError):
 
 
 class JobNotFound(ConsolidationError, LookupError):
+    """No consolidation job has this id (HTTP 404)."""
+
     def __init__(self, job_id: int) -> None:
         super().__init__(f"consolidation job {job_id} does not exist")
         self.job_id = job_id
@@ -72,10 +76,14 @@ class JobStateConflict(ConsolidationError):
 
 
 class JobNotCancellable(JobStateConflict):
+    """The job has finished: only a pending or running job can be cancelled (409)."""
+
     def __init__(self, job_id: int, status: str) -> None:
         super().__init__(job_id, status, "only a pending or running job can be cancelled")
 
 
 class JobNotRetryable(JobStateConflict):
+    """The job did not fail or time out: only such a job can be retried (409)."""
+
     def __init__(self, job_id: int, status: str) -> None:
         super().__init__(job_id, status, "only a failed or timed-out job can be retried")

@@ -92,6 +92,7 @@ class ConsolidationRuntime:
 
     @property
     def running(self) -> bool:
+        """Whether the scheduler is running (started and not stopped)."""
         return self.triggers.running
 
     def start(self) -> None:

@@ -26,6 +26,8 @@ from omoi_os.models.base import Base, BigIntId, JsonDocument, string_enum
 
 
 class JobStatus(StrEnum):
+    """Where a consolidation job is: pending and running are active (one per project)."""
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -38,6 +40,8 @@ ACTIVE_JOB_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
 class TriggerType(StrEnum):
+    """What started a consolidation job."""
+
     SCHEDULED = "scheduled"
     THRESHOLD = "threshold"
     MANUAL = "manual"

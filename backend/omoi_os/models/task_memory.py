@@ -15,6 +15,8 @@ from omoi_os.models.base import Base, BigIntId, string_enum
 
 
 class MemoryType(StrEnum):
+    """What kind of lesson a memory is (it weighs in its score)."""
+
     ERROR_FIX = "error_fix"
     DISCOVERY = "discovery"
     DECISION = "decision"
@@ -24,6 +26,8 @@ class MemoryType(StrEnum):
 
 
 class MemoryTier(StrEnum):
+    """The tier consolidation put a memory in, by its score and age."""
+
     HOT = "hot"
     WARM = "warm"
     COLD = "cold"

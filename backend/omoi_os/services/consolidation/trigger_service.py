@@ -96,6 +96,7 @@ class ConsolidationTriggerService:
 
     @property
     def running(self) -> bool:
+        """Whether the scheduler is running (started and not stopped)."""
         return self.scheduler.running
 
     def start(self) -> None:
