@@ -39,7 +39,7 @@ _EXPORTS = {
     "ProjectNotFound": "omoi_os.errors",
     "SchemaCollision": "omoi_os.migrations",
     "SchemaNotCurrent": "omoi_os.migrations",
-    "SchemaUnsupported": "omoi_os.migrations",
+    "SchemaUnsupported": "omoi_os.database_schema",
     "StoredMemory": "omoi_os.services.memory",
     "ThresholdCheck": "omoi_os.services.memory",
     "TriggerType": "omoi_os.models",
@@ -97,6 +97,7 @@ if TYPE_CHECKING:
         ops_router,
     )
     from omoi_os.config import AppSettings
+    from omoi_os.database_schema import SchemaUnsupported
     from omoi_os.errors import (
         ConsolidationAlreadyActive,
         ConsolidationError,
@@ -112,7 +113,6 @@ if TYPE_CHECKING:
     from omoi_os.migrations import (
         SchemaCollision,
         SchemaNotCurrent,
-        SchemaUnsupported,
     )
     from omoi_os.models import (
         JobStatus,

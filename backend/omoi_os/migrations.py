@@ -37,6 +37,7 @@ from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, insp
 from sqlalchemy.schema import CreateSchema
 
 from omoi_os.config import AppSettings
+from omoi_os.database_schema import check_schema_supported
 
 if TYPE_CHECKING:
     # Imported where used: importing Alembic logs its plugins at INFO, and a start-up
@@ -73,17 +74,6 @@ class SchemaCollision(SchemaNotCurrent):
             f"there and is not ours; {way_out}"
         )
         self.table = table
-
-
-class SchemaUnsupported(ValueError):
-    """A schema was asked for on a database that has none (SQLite)."""
-
-    def __init__(self, schema: str) -> None:
-        super().__init__(
-            f"OMOI_DATABASE_SCHEMA={schema!r}: SQLite has no schemas; give omoi-os a "
-            "database file of its own instead (OMOI_DATABASE_URL)"
-        )
-        self.schema = schema
 
 
 def scripts_dir() -> Path:
@@ -223,12 +213,6 @@ def search_path(connection: Connection, schema: str | None) -> Iterator[None]:
 def _setsearch_path(connection: Connection, path: str) -> None:
     # Local to the transaction: it never outlives the migration on a pooled connection.
     connection.execute(text("SELECT set_config('search_path', :path, true)"), {"path": path})
-
-
-def check_schema_supported(dialect: str, schema: str | None) -> None:
-    """SchemaUnsupported for a schema on SQLite."""
-    if schema is not None and dialect == "sqlite":
-        raise SchemaUnsupported(schema)
 
 
 def refuse_collisions(connection: Connection, schema: str | None, where: str) -> None:

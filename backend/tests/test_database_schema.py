@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import create_engine, inspect, text
 
-from omoi_os import migrations, testing
+from omoi_os import SchemaUnsupported, migrations, testing
 from omoi_os.config import AppSettings
 from omoi_os.models import JobStatus, MemoryType
 from omoi_os.runtime import ConsolidationRuntime
@@ -163,9 +163,9 @@ def test_the_command_line_says_so_in_one_line(tmp_path: object) -> None:
 def test_a_schema_on_sqlite_is_refused_naming_the_setting(tmp_path: object) -> None:
     settings = AppSettings(database_url=f"sqlite:///{tmp_path}/x.db", database_schema=SCHEMA)
 
-    with pytest.raises(migrations.SchemaUnsupported, match=r"^OMOI_DATABASE_SCHEMA='omoi': "):
+    with pytest.raises(SchemaUnsupported, match=r"^OMOI_DATABASE_SCHEMA='omoi': "):
         DatabaseService(settings=settings)
-    with pytest.raises(migrations.SchemaUnsupported):
+    with pytest.raises(SchemaUnsupported):
         migrations.upgrade(settings.database_url, schema=SCHEMA)
 
 

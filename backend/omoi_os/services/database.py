@@ -21,8 +21,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from omoi_os.config import AppSettings, get_app_settings, normalise_database_url
+from omoi_os.database_schema import check_schema_supported
 from omoi_os.engines import DatabaseEngine, engine_for
-from omoi_os.migrations import check_schema_supported
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
