@@ -54,6 +54,11 @@ def host(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleT
     module = _import_example(database_url, monkeypatch)
     yield module
     module.consolidation.close()
+    # The host's own table, made by its lifespan: gone, as the host's own downgrade would.
+    engine = create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS lessons"))
+    engine.dispose()
 
 
 def test_the_scheduler_runs_while_the_host_app_runs(host: ModuleType) -> None:
