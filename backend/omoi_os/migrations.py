@@ -231,8 +231,9 @@ def refuse_collisions(connection: Connection, schema: str | None, where: str) ->
     raise SchemaCollision(taken[0], where, way_out)
 
 
-def _where(connection: Connection, schema: str | None) -> str:
-    url = connection.engine.url.render_as_string()
+def _where(bind: Connection | Engine, schema: str | None) -> str:
+    """Where our tables are, for a message: the database, and our schema in it."""
+    url = bind.engine.url.render_as_string()
     return url if schema is None else f"schema {schema} of {url}"
 
 
@@ -282,20 +283,14 @@ def ensure_current(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current == head:
         return
-    where = _where_engine(engine)
+    translate = engine.get_execution_options().get("schema_translate_map") or {}
+    where = _where(engine, translate.get(None))
     refuse_newer(current, where)
     state = "has never been migrated" if current is None else f"is at revision {current}"
     raise SchemaNotCurrent(
         f"the database {where} {state}; this code needs {head}. "
         "Run `omoi-os migrate` (or omoi_os.migrations.upgrade) first."
     )
-
-
-def _where_engine(engine: Engine) -> str:
-    translate = engine.get_execution_options().get("schema_translate_map") or {}
-    schema = translate.get(None)
-    url = engine.url.render_as_string()
-    return url if schema is None else f"schema {schema} of {url}"
 
 
 def refuse_newer(current: str | None, where: str) -> None:

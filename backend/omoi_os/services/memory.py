@@ -169,15 +169,7 @@ class MemoryService:
 
     def _adding(self, project_id: uuid.UUID, memory: NewMemory) -> Bound:
         """The host-session insert, and the options that put it in our schema."""
-        statement = memory_store.insert_memory_of_existing_project(
-            project_id,
-            memory_type=memory.memory_type,
-            execution_summary=memory.execution_summary,
-            success=memory.success,
-            reused_count=memory.reused_count,
-            learned_at=memory.learned_at or self._clock(),
-            metadata=memory.metadata,
-        )
+        statement = memory_store.insert_memory_of_existing_project(self._values(project_id, memory))
         return Bound(statement, {"schema_translate_map": self._db.schema_translate_map})
 
     @staticmethod
@@ -190,16 +182,19 @@ class MemoryService:
         with self._db.transaction() as session:
             if not project_store.project_exists(session, project_id):
                 raise ProjectNotFound(project_id)
-            return memory_store.insert_memory(
-                session,
-                project_id=project_id,
-                memory_type=memory.memory_type,
-                execution_summary=memory.execution_summary,
-                success=memory.success,
-                reused_count=memory.reused_count,
-                learned_at=memory.learned_at or self._clock(),
-                metadata=memory.metadata,
-            )
+            return memory_store.insert_memory_values(session, self._values(project_id, memory))
+
+    def _values(self, project_id: uuid.UUID, memory: NewMemory) -> dict[str, Any]:
+        """`memory`'s columns (learned now, unless it says when)."""
+        return memory_store.new_memory_values(
+            project_id,
+            memory_type=memory.memory_type,
+            execution_summary=memory.execution_summary,
+            success=memory.success,
+            reused_count=memory.reused_count,
+            learned_at=memory.learned_at or self._clock(),
+            metadata=memory.metadata,
+        )
 
     # --- reading what consolidation decided -------------------------------------------
 

@@ -54,6 +54,29 @@ SCORING_COLUMNS = (
 _INSERT = insert(_memories).returning(*_memories.c)
 
 
+def new_memory_values(
+    project_id: uuid.UUID,
+    *,
+    memory_type: MemoryType,
+    execution_summary: str,
+    success: bool,
+    reused_count: int,
+    learned_at: datetime,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The columns of one new, unconsolidated memory."""
+    return {
+        "project_id": project_id,
+        "memory_type": memory_type,
+        "execution_summary": execution_summary,
+        "success": success,
+        "reused_count": reused_count,
+        "learned_at": learned_at,
+        "metadata": metadata,
+        "is_consolidated": False,
+    }
+
+
 def insert_memory(
     session: Session,
     *,
@@ -63,53 +86,36 @@ def insert_memory(
     success: bool,
     reused_count: int,
     learned_at: datetime,
-    metadata: dict[str, Any] | None = None,
 ) -> Any:
     """Insert one unconsolidated memory; returns its row (every column)."""
-    values = {
-        "project_id": project_id,
-        "memory_type": memory_type,
-        "execution_summary": execution_summary,
-        "success": success,
-        "reused_count": reused_count,
-        "learned_at": learned_at,
-        "metadata": metadata,
-        "is_consolidated": False,
-    }
+    values = new_memory_values(
+        project_id,
+        memory_type=memory_type,
+        execution_summary=execution_summary,
+        success=success,
+        reused_count=reused_count,
+        learned_at=learned_at,
+    )
+    return insert_memory_values(session, values)
+
+
+def insert_memory_values(session: Session, values: dict[str, Any]) -> Any:
+    """Insert the memory new_memory_values made; returns its row (every column)."""
     return session.connection().execute(_INSERT, values).one()
 
 
-def insert_memory_of_existing_project(
-    project_id: uuid.UUID,
-    *,
-    memory_type: MemoryType,
-    execution_summary: str,
-    success: bool,
-    reused_count: int,
-    learned_at: datetime,
-    metadata: dict[str, Any] | None,
-) -> Insert:
-    """INSERT of one unconsolidated memory, RETURNING its id, that inserts nothing if
-    the project does not exist: `INSERT … SELECT … FROM projects WHERE id = …`. One
-    statement on a host's own session, with no foreign-key error to abort the host's
-    transaction when the project is unknown."""
-    values = {
-        "project_id": project_id,
-        "memory_type": memory_type,
-        "execution_summary": execution_summary,
-        "success": success,
-        "reused_count": reused_count,
-        "learned_at": learned_at,
-        "metadata": metadata,
-        "is_consolidated": False,
-    }
+def insert_memory_of_existing_project(values: dict[str, Any]) -> Insert:
+    """INSERT of the memory new_memory_values made, RETURNING its id, that inserts
+    nothing if its project does not exist: `INSERT … SELECT … FROM projects WHERE id =
+    …`. One statement on a host's own session, with no foreign-key error to abort the
+    host's transaction when the project is unknown."""
     columns = [_memories.c[name] for name in values]
     row = select(
         *(
             literal(value, type_=column.type)
             for value, column in zip(values.values(), columns, strict=True)
         )
-    ).where(_projects.c.id == project_id)
+    ).where(_projects.c.id == values["project_id"])
     return insert(_memories).from_select(columns, row).returning(_memories.c.id)
 
 
