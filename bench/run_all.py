@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
-from bench import consolidation_worker, nightly, retention, threshold_probe, tick_fanout
+from bench import (
+    consolidation_worker,
+    memory_listing,
+    nightly,
+    retention,
+    threshold_probe,
+    tick_fanout,
+)
 
-BENCHMARKS = (threshold_probe, tick_fanout, consolidation_worker, nightly, retention)
+BENCHMARKS = (
+    threshold_probe,
+    tick_fanout,
+    consolidation_worker,
+    nightly,
+    retention,
+    memory_listing,
+)
 
 
 def main() -> None:
