@@ -24,6 +24,7 @@ _EXPORTS = {
     "ConsolidationError": "omoi_os.errors",
     "ConsolidationRuntime": "omoi_os.runtime",
     "ConsolidationScope": "omoi_os.services.consolidation.scope",
+    "JobAlreadyRetried": "omoi_os.errors",
     "JobNotCancellable": "omoi_os.errors",
     "JobNotFound": "omoi_os.errors",
     "JobNotRetryable": "omoi_os.errors",
@@ -56,6 +57,7 @@ __all__ = [
     "ConsolidationError",
     "ConsolidationRuntime",
     "ConsolidationScope",
+    "JobAlreadyRetried",
     "JobNotCancellable",
     "JobNotFound",
     "JobNotRetryable",
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
     from omoi_os.errors import (
         ConsolidationAlreadyActive,
         ConsolidationError,
+        JobAlreadyRetried,
         JobNotCancellable,
         JobNotFound,
         JobNotRetryable,

@@ -87,3 +87,16 @@ class JobNotRetryable(JobStateConflict):
 
     def __init__(self, job_id: int, status: str) -> None:
         super().__init__(job_id, status, "only a failed or timed-out job can be retried")
+
+
+class JobAlreadyRetried(JobStateConflict):
+    """The failed or timed-out job has its retry already: a failure is retried once
+    (409, naming the retry; retry that one if it failed too)."""
+
+    def __init__(self, job_id: int, status: str, retry_job_id: int) -> None:
+        super().__init__(
+            job_id,
+            status,
+            f"it was already retried by job {retry_job_id} (retry that one if it failed too)",
+        )
+        self.retry_job_id = retry_job_id

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 VERSION_TABLE = "omoi_alembic_version"
 # Our revisions, oldest first: what start-up checks the database against without
 # importing Alembic. A test keeps it equal to the scripts' own history.
-REVISIONS = ("0001", "0002", "0003", "0004", "0005")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
 # Releases up to 0.1 kept our revision in Alembic's default table.
 LEGACY_VERSION_TABLE = "alembic_version"
 

@@ -312,6 +312,42 @@ def test_memories_and_jobs_survive_0004_and_keep_their_job_id_once_it_is_deleted
     assert (memory.consolidation_job_id, memory.tier, memory.is_consolidated) == (7, "hot", True)
 
 
+def test_0006_gives_each_job_retried_before_it_its_first_retry(empty_database_url: str) -> None:
+    """Before 0006 a failure could be retried many times; each such job keeps its
+    first retry as the one (the later ones still name it in retry_of_id)."""
+    migrations.upgrade(empty_database_url, "0005")
+    project = "'0c6f3b1e5d2a4f8e9a7b1c3d5e7f9a0b'"
+    jobs = [  # id, status, retry_of_id
+        (3, "failed", "NULL"),
+        (5, "completed", 3),
+        (6, "failed", 3),
+        (8, "timed_out", "NULL"),
+        (9, "completed", 6),
+    ]
+    _execute(
+        empty_database_url,
+        f"INSERT INTO projects (id, name, is_active, created_at) "
+        f"VALUES ({project}, 'kept', true, '2026-01-01 00:00:00')",
+        *(
+            "INSERT INTO consolidation_jobs (id, project_id, trigger_type, scope, status, "
+            f"triggered_by, created_at, finished_at, retry_of_id) VALUES ({id_}, {project}, "
+            f"'manual', '{{}}', '{status}', 't', '2026-01-01 00:00:00', "
+            f"'2026-01-02 00:00:00', {retry_of})"
+            for id_, status, retry_of in jobs
+        ),
+    )
+
+    migrations.upgrade(empty_database_url)
+
+    service = DatabaseService(empty_database_url)
+    with service.read() as session:
+        rows = session.execute(
+            text("SELECT id, retried_by_id FROM consolidation_jobs ORDER BY id")
+        ).all()
+    service.dispose()
+    assert [tuple(row) for row in rows] == [(3, 5), (5, None), (6, 9), (8, None), (9, None)]
+
+
 def test_the_revisions_start_up_knows_are_the_scripts_own() -> None:
     assert list(migrations.REVISIONS) == migrations.script_revisions()
 

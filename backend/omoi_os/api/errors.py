@@ -17,6 +17,7 @@ from omoi_os.api.body_limit import MAX_BODY_BYTES
 from omoi_os.api.schemas import ConflictBody, ErrorBody
 from omoi_os.errors import (
     ConsolidationAlreadyActive,
+    JobAlreadyRetried,
     JobNotFound,
     JobStateConflict,
     MemoryNotFound,
@@ -59,6 +60,9 @@ def answer_to(request: Request, exc: Exception) -> Response | None:
         return JSONResponse({"detail": str(exc), "active_job_id": exc.active_job_id}, 409)
     if isinstance(exc, ProjectKeyTaken):
         return JSONResponse({"detail": str(exc), "project_id": str(exc.project_id)}, 409)
+    if isinstance(exc, JobAlreadyRetried):
+        body = {"detail": str(exc), "status": exc.status, "retry_job_id": exc.retry_job_id}
+        return JSONResponse(body, 409)
     if isinstance(exc, JobStateConflict):
         return JSONResponse({"detail": str(exc), "status": exc.status}, 409)
     # Only connection-level failures mean "unavailable"; any other database error is

@@ -293,6 +293,10 @@ class JobOut(Response):
     cancelled_by: str | None
     cancel_reason: str | None
     retry_of_id: int | None = Field(description="The failed or timed-out job this one retries")
+    retried_by_id: int | None = Field(
+        description="The one job that retries this failed or timed-out one (a failure is "
+        "retried once)"
+    )
 
 
 class JobCancel(Request):
@@ -382,4 +386,7 @@ class ConflictBody(BaseModel):
     )
     project_id: uuid.UUID | None = Field(
         default=None, description="The project that has the external key, when that is the conflict"
+    )
+    retry_job_id: int | None = Field(
+        default=None, description="The job that already retries this one, when that is the conflict"
     )

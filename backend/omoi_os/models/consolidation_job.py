@@ -92,6 +92,9 @@ class ConsolidationJob(Base):
     # The failed or timed-out job this one retries: a plain number, since retention
     # may delete that job.
     retry_of_id: Mapped[int | None] = mapped_column(BigIntId)
+    # The one job that retries this failed or timed-out one: set with the retry's own
+    # insert, only while NULL, so of concurrent retries the database admits one.
+    retried_by_id: Mapped[int | None] = mapped_column(BigIntId)
     # A manual job created while its project was paused says so.
     project_paused: Mapped[bool] = mapped_column(default=False, server_default=false())
 

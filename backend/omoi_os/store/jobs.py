@@ -335,9 +335,24 @@ def request_stop(session: Session, job_id: int, *, now: datetime, by: str, reaso
     return execute_counting(session, statement) == 1
 
 
-def link_retry(session: Session, job_id: int, *, retry_of: int) -> None:
-    """Record that job `job_id` retries job `retry_of`."""
+def link_retry(session: Session, job_id: int, *, retry_of: int) -> bool:
+    """Record that job `job_id` retries job `retry_of`, if `retry_of` has no retry yet;
+    False if it has one (the caller rolls back). The second statement is the decision:
+    of concurrent retries, the first to update `retry_of` wins, and the others, once it
+    commits, find its retry there."""
     session.execute(update(_jobs).where(_jobs.c.id == job_id).values(retry_of_id=retry_of))
+    claimed = (
+        update(_jobs)
+        .where(_jobs.c.id == retry_of, _jobs.c.retried_by_id.is_(None))
+        .values(retried_by_id=job_id)
+    )
+    return execute_counting(session, claimed) == 1
+
+
+def retried_by(session: Session, job_id: int) -> int | None:
+    """The job that retries job `job_id`, if any."""
+    retry_id: int | None = session.scalar(select(_jobs.c.retried_by_id).where(_jobs.c.id == job_id))
+    return retry_id
 
 
 @cache

@@ -185,6 +185,7 @@ def test_insert_jobs_creates_one_pending_job_per_project(
             "cancelled_by": None,
             "cancel_reason": None,
             "retry_of_id": None,
+            "retried_by_id": None,
             "project_paused": False,
         }
 

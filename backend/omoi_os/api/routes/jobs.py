@@ -133,7 +133,9 @@ def cancel_job(
 )
 def retry_job(job_id: JobId, principal: Principal, runtime: Runtime) -> JobOut:
     """Retry a `failed` or `timed_out` job: a new job with its project and scope, whose
-    `retry_of_id` names it. 409 for a job in another status (naming it), an inactive
-    project, or a project with an active job (`active_job_id`)."""
+    `retry_of_id` names it (and the failed job's `retried_by_id` names the new one). A
+    failure is retried once: 409 naming the retry (`retry_job_id`) for a job that has
+    one, concurrent retries included. 409 too for a job in another status (naming it),
+    an inactive project, or a project with an active job (`active_job_id`)."""
     new_job_id = runtime.triggers.retry_sync(job_id, triggered_by=principal)
     return JobOut.model_validate(runtime.jobs.get_sync(new_job_id))

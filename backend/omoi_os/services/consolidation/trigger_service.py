@@ -133,8 +133,10 @@ class ConsolidationTriggerService:
 
     def retry_sync(self, job_id: int, *, triggered_by: str | None = None) -> int:
         """A new job retrying failed or timed-out job `job_id` (same project and scope;
-        the manual trigger's rules); returns its id. Raises JobNotFound, JobNotRetryable,
-        ProjectInactive or ConsolidationAlreadyActive; nothing is written then."""
+        the manual trigger's rules); returns its id. A failure is retried once: a job that
+        has its retry raises JobAlreadyRetried, naming it. Raises JobNotFound,
+        JobNotRetryable, ProjectInactive or ConsolidationAlreadyActive; nothing is written
+        then."""
         return self.manual.retry(job_id, triggered_by=triggered_by)
 
     def check_threshold_triggers_sync(self, project_id: uuid.UUID | str) -> int | None:

@@ -351,6 +351,32 @@ def test_cancel_a_running_job_is_202_and_retry_of_a_failed_one_links_it(
     assert retried.json()["status"] == "pending"
 
 
+def test_a_second_retry_is_409_naming_the_first_and_the_chain_reads_both_ways(
+    client: TestClient, factories: Factories
+) -> None:
+    project_id = uuid.UUID(create_project(client)["id"])
+    failed = factories.job(project_id, status=JobStatus.FAILED, finished_at=T0)
+
+    first = client.post(f"/api/v1/consolidation-jobs/{failed.id}/retry", headers=AUTH)
+    second = client.post(f"/api/v1/consolidation-jobs/{failed.id}/retry", headers=BOB)
+    original = client.get(f"/api/v1/consolidation-jobs/{failed.id}", headers=AUTH)
+
+    assert first.status_code == 202, first.text
+    retry_id = first.json()["id"]
+    assert (first.json()["retry_of_id"], first.json()["retried_by_id"]) == (failed.id, None)
+    assert (second.status_code, second.json()) == (
+        409,
+        {
+            "detail": f"consolidation job {failed.id} is failed; it was already retried by job "
+            f"{retry_id} (retry that one if it failed too)",
+            "status": "failed",
+            "retry_job_id": retry_id,
+        },
+    )
+    assert original.json()["retried_by_id"] == retry_id
+    assert factories.count(ConsolidationJob) == 2
+
+
 @pytest.mark.parametrize("action", ["cancel", "retry"])
 def test_cancel_and_retry_of_an_unknown_job_are_404(client: TestClient, action: str) -> None:
     response = client.post(f"/api/v1/consolidation-jobs/987/{action}", headers=AUTH)

@@ -3,20 +3,24 @@ routes and the command line call, with a real worker, on both databases."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from omoi_os.config import AppSettings
 from omoi_os.errors import (
     ConsolidationAlreadyActive,
+    JobAlreadyRetried,
     JobNotCancellable,
     JobNotFound,
     JobNotRetryable,
     ProjectInactive,
 )
 from omoi_os.metrics import ConsolidationMetrics
-from omoi_os.models import JobStatus, TaskState
+from omoi_os.models import ConsolidationJob, JobStatus, TaskState
 from omoi_os.services.consolidation.cancellation import Cancelled
 from omoi_os.services.consolidation.job_service import JobService
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
@@ -261,3 +265,97 @@ def test_a_retry_waits_for_the_projects_active_job(ops: _Ops, factories: Factori
 
     assert refused.value.active_job_id == active.id
     assert factories.queue_rows() == []
+
+
+# --- a failure is retried once --------------------------------------------------------
+
+
+def _run_to_the_end(ops: _Ops, job_id: int, status: JobStatus) -> None:
+    assert ops.worker().run_once() is True
+    assert stored_job(ops.db, job_id).status == status
+
+
+def test_a_failure_is_retried_once_and_the_second_retry_names_the_first(
+    ops: _Ops, factories: Factories
+) -> None:
+    project = factories.project()
+    failed = factories.job(project.id, status=JobStatus.FAILED, finished_at=T0)
+    retry_id = ops.triggers.retry_sync(failed.id)
+    assert stored_job(ops.db, failed.id).retried_by_id == retry_id
+
+    with pytest.raises(JobAlreadyRetried, match=f"already retried by job {retry_id}") as pending:
+        ops.triggers.retry_sync(failed.id)
+    _run_to_the_end(ops, retry_id, JobStatus.COMPLETED)
+    with pytest.raises(JobAlreadyRetried) as completed:
+        ops.triggers.retry_sync(failed.id)
+
+    assert pending.value.retry_job_id == completed.value.retry_job_id == retry_id
+    assert factories.count(ConsolidationJob) == 2
+
+
+def test_a_retry_that_failed_is_retried_in_its_turn(ops: _Ops, factories: Factories) -> None:
+    project = factories.project()
+    failed = factories.job(project.id, status=JobStatus.FAILED, finished_at=T0)
+    first = ops.triggers.retry_sync(failed.id)
+    with ops.db.transaction() as session:  # the retry failed too (how, does not matter)
+        session.execute(
+            update(ConsolidationJob).where(ConsolidationJob.id == first).values(status="failed")
+        )
+
+    second = ops.triggers.retry_sync(first)
+
+    chain = [stored_job(ops.db, id_) for id_ in (failed.id, first, second)]
+    assert [(job.retry_of_id, job.retried_by_id) for job in chain] == [
+        (None, first),
+        (failed.id, second),
+        (first, None),
+    ]
+
+
+def test_the_database_decides_between_retries_that_both_read_no_retry(
+    ops: _Ops, factories: Factories
+) -> None:
+    """Both retries read the failed job before either wrote: the conditional update
+    on the failed job, not that read, refuses the second, and nothing of it stays."""
+    project = factories.project()
+    failed = factories.job(project.id, status=JobStatus.FAILED, finished_at=T0)
+    stale = stored_job(ops.db, failed.id)  # retried_by_id None, as both read it
+    retry_id = ops.triggers.manual.trigger(project.id, retry_of=stale)
+    _run_to_the_end(ops, retry_id, JobStatus.COMPLETED)
+
+    with pytest.raises(JobAlreadyRetried) as refused:
+        ops.triggers.manual.trigger(project.id, retry_of=stale)
+
+    assert refused.value.retry_job_id == retry_id
+    assert factories.count(ConsolidationJob) == 2
+    assert len(factories.queue_rows()) == 1  # the retry's own task, done
+
+
+def test_eight_concurrent_retries_of_one_failure_make_one_job(
+    ops: _Ops, factories: Factories
+) -> None:
+    project = factories.project()
+    failed = factories.job(project.id, status=JobStatus.FAILED, finished_at=T0)
+    start = threading.Barrier(8)
+
+    def retry() -> int | Exception:
+        start.wait()
+        try:
+            return ops.triggers.retry_sync(failed.id, triggered_by="bob")
+        except (JobAlreadyRetried, ConsolidationAlreadyActive) as refused:
+            return refused
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(lambda _: retry(), range(8)))
+
+    created = [outcome for outcome in outcomes if isinstance(outcome, int)]
+    assert len(created) == 1
+    refused = [outcome for outcome in outcomes if not isinstance(outcome, int)]
+    assert all(
+        getattr(exc, "retry_job_id", None) == created[0]
+        or getattr(exc, "active_job_id", None) == created[0]
+        for exc in refused
+    )
+    assert factories.count(ConsolidationJob) == 2
+    assert stored_job(ops.db, failed.id).retried_by_id == created[0]
+    assert len(factories.queue_rows()) == 1

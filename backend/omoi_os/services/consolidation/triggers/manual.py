@@ -19,12 +19,14 @@ from sqlalchemy.orm import Session
 from omoi_os.errors import (
     ConsolidationAlreadyActive,
     ConsolidationError,
+    JobAlreadyRetried,
+    JobNotFound,
     JobNotRetryable,
     ProjectInactive,
     ProjectNotFound,
 )
 from omoi_os.metrics import ConsolidationMetrics
-from omoi_os.models import JobStatus, TriggerType
+from omoi_os.models import ConsolidationJob, JobStatus, TriggerType
 from omoi_os.services.consolidation.decisions import TriggerOutcome
 from omoi_os.services.consolidation.scope import ConsolidationScope, parse_scope
 from omoi_os.services.consolidation.triggers.job_writer import JobWriter
@@ -58,11 +60,12 @@ class ManualTrigger:
         scope: ConsolidationScope | dict[str, Any] | None = None,
         triggered_by: str | None = None,
         trigger_type: TriggerType = TriggerType.MANUAL,
-        retry_of: int | None = None,
+        retry_of: ConsolidationJob | None = None,
     ) -> int:
-        """Create and queue a job now (recorded as retrying job `retry_of`, if given);
-        returns its id. Raises ValidationError (bad scope), ProjectNotFound,
-        ProjectInactive or ConsolidationAlreadyActive; nothing is written then."""
+        """Create and queue a job now (recorded as the one retry of the failed job
+        `retry_of`, if given); returns its id. Raises ValidationError (bad scope),
+        ProjectNotFound, ProjectInactive, ConsolidationAlreadyActive or
+        JobAlreadyRetried; nothing is written then."""
         principal = triggered_by or SYSTEM_PRINCIPAL
         try:
             job_id = self._create(
@@ -98,7 +101,7 @@ class ManualTrigger:
         scope: ConsolidationScope,
         principal: str,
         trigger_type: TriggerType,
-        retry_of: int | None,
+        retry_of: ConsolidationJob | None,
     ) -> int:
         with self._db.transaction() as session:
             paused = _require_active(session, project_id)
@@ -113,8 +116,11 @@ class ManualTrigger:
                 )
                 if created:
                     if retry_of is not None:
-                        job_store.link_retry(session, created[0].id, retry_of=retry_of)
+                        _link_retry(session, created[0].id, retry_of)
                     return created[0].id
+                if retry_of is not None:
+                    # A concurrent retry's job may be the active one that refused ours.
+                    _refuse_a_second_retry(session, retry_of)
                 active_job_id = job_store.active_job_id(session, project_id)
                 if active_job_id is not None:
                     raise ConsolidationAlreadyActive(project_id, active_job_id)
@@ -122,14 +128,18 @@ class ManualTrigger:
 
     def retry(self, job_id: int, *, triggered_by: str | None = None) -> int:
         """A new job for a failed or timed-out one: same project and scope, recorded as
-        its retry; the manual trigger's rules apply. Raises JobNotFound, JobNotRetryable
-        or what `trigger` raises; nothing is written then."""
+        its retry; the manual trigger's rules apply. A failure is retried once: raises
+        JobAlreadyRetried, naming the retry, for a job that has one (of concurrent
+        retries, one wins). Raises JobNotFound, JobNotRetryable or what `trigger`
+        raises; nothing is written then."""
         with self._db.read() as session:
             job = job_store.get_job(session, job_id)
         if job.status not in RETRYABLE:
             raise JobNotRetryable(job_id, job.status.value)
+        if job.retried_by_id is not None:  # the common refusal, without a write
+            raise JobAlreadyRetried(job_id, job.status.value, job.retried_by_id)
         return self.trigger(
-            job.project_id, scope=job.scope, triggered_by=triggered_by, retry_of=job_id
+            job.project_id, scope=job.scope, triggered_by=triggered_by, retry_of=job
         )
 
     def _refused(
@@ -164,3 +174,17 @@ def _require_active(session: Session, project_id: uuid.UUID) -> bool:
     if not is_active:  # a job still stopping after the deactivation is named
         raise ProjectInactive(project_id, job_store.active_job_id(session, project_id))
     return paused
+
+
+def _link_retry(session: Session, job_id: int, retry_of: ConsolidationJob) -> None:
+    """Make job `job_id` the retry of `retry_of`, or raise (rolling it back) if a
+    concurrent retry committed first, or retention deleted `retry_of` meanwhile."""
+    if not job_store.link_retry(session, job_id, retry_of=retry_of.id):
+        _refuse_a_second_retry(session, retry_of)
+        raise JobNotFound(retry_of.id)
+
+
+def _refuse_a_second_retry(session: Session, retry_of: ConsolidationJob) -> None:
+    retry_job_id = job_store.retried_by(session, retry_of.id)
+    if retry_job_id is not None:
+        raise JobAlreadyRetried(retry_of.id, retry_of.status.value, retry_job_id)
