@@ -21,8 +21,9 @@ from pydantic import SecretStr, ValidationError
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from omoi_os import migrations
-from omoi_os.config import AppSettings
+from omoi_os.config import AppSettings, shown_setting
 from omoi_os.errors import ConsolidationError
+from omoi_os.failures import first_line
 from omoi_os.models import JobStatus, TriggerType
 from omoi_os.services.consolidation.cancellation import Cancelled
 from omoi_os.services.database import DatabaseDirectoryError
@@ -60,7 +61,7 @@ def load_settings() -> AppSettings:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "settings"
-        fail(f"OMOI_{field.upper()}={error.get('input')!r}: {error['msg']}")
+        fail(f"OMOI_{field.upper()}={shown_setting(field, error.get('input'))}: {error['msg']}")
 
 
 def _is_sqlite(settings: AppSettings) -> bool:
@@ -77,13 +78,9 @@ def database_errors_in_one_line() -> Iterator[None]:
     except DatabaseDirectoryError as exc:
         fail(str(exc))
     except OperationalError as exc:
-        fail(f"cannot reach the database: {_first_line(exc.orig)}")
+        fail(f"cannot reach the database: {first_line(exc.orig)}")
     except DatabaseError as exc:  # e.g. a file that is not a SQLite database
-        fail(f"cannot use the database: {_first_line(exc.orig)}")
-
-
-def _first_line(error: BaseException | None) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+        fail(f"cannot use the database: {first_line(exc.orig)}")
 
 
 def _cli_principal() -> str:
@@ -148,6 +145,7 @@ def serve(
     import uvicorn
 
     from omoi_os.api import create_app
+    from omoi_os.api.access_log import redact_access_log
 
     settings = load_settings()
     if _is_sqlite(settings):
@@ -164,6 +162,7 @@ def serve(
     config = uvicorn.Config(
         create_app(settings), log_level=log_level.lower(), timeout_graceful_shutdown=10
     )
+    redact_access_log()  # after Config, which (re)configures uvicorn's loggers
     uvicorn.Server(config).run(sockets=[listener])
 
 

@@ -39,8 +39,10 @@ SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 class AppSettings(BaseSettings):
     """The backend's configuration. Build one per app or test; never mutate it."""
 
+    # hide_input_in_errors: a ValidationError's text (a host's traceback) never shows a
+    # value given, which may be a password or a token; shown_setting masks what we print.
     model_config = SettingsConfigDict(
-        env_prefix="OMOI_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="OMOI_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
     data_dir: Path = Field(
@@ -242,8 +244,13 @@ def normalise_database_url(raw: str) -> str:
     """Check `raw` is a URL we support; point PostgreSQL URLs at the psycopg 3 driver."""
     try:
         url = make_url(raw.strip())
-    except ArgumentError as exc:
-        raise ValueError(f"{raw!r} is not a database URL ({exc})") from exc
+    # Neither error's own text is shown: both may quote part of the password.
+    except ArgumentError:
+        raise ValueError(f"{masked_database_url(raw)!r} is not a database URL") from None
+    except ValueError:  # what make_url read as the port is not a number
+        raise ValueError(
+            f"{masked_database_url(raw)!r} is not a database URL (its port is not a number)"
+        ) from None
     if url.drivername in ("postgres", "postgresql", "postgresql+psycopg"):
         url = url.set(drivername="postgresql+psycopg")
     elif url.get_backend_name() in ("postgres", "postgresql"):
@@ -255,6 +262,30 @@ def normalise_database_url(raw: str) -> str:
     if url.get_backend_name() == "postgresql" and not url.database:
         raise ValueError(f"{url.render_as_string()!r} names no database")
     return url.render_as_string(hide_password=False)
+
+
+def shown_setting(field: str, value: object) -> str:
+    """A setting's value as an error line may show it: the database URL's password and
+    every API token masked, the rest as given."""
+    if field == "database_url" and isinstance(value, str):
+        return repr(masked_database_url(value))
+    if field == "api_tokens":
+        return repr(masked_api_tokens(value)) if isinstance(value, str) else "'***'"
+    return repr(value)
+
+
+def masked_database_url(raw: str) -> str:
+    """`raw` with its password (between the user's colon and the last @ of the
+    authority, or a password= parameter) replaced by ***."""
+    masked = re.sub(r"(://[^:/@?#]*):.*@", r"\1:***@", raw, count=1)
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", masked)
+
+
+def masked_api_tokens(raw: str) -> str:
+    """`name:token,...` with every token replaced by ***, the names kept."""
+    return ",".join(
+        f"{part.partition(':')[0]}:***" if ":" in part else "***" for part in raw.split(",")
+    )
 
 
 def parse_api_tokens(raw: str) -> dict[str, SecretStr]:

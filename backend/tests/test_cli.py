@@ -165,7 +165,17 @@ BAD_SETTINGS = [
     ("database_url", "mysql://root@127.0.0.1/test", "'mysql' databases are not supported"),
     ("database_url", "::not a url::", "is not a database URL"),
     ("api_tokens", "alice:short", "shorter than 16"),
+    # A password and every token are masked, the bad one and the valid ones alike.
+    ("database_url", "postgresql://u:Pw-SECRETpass@127.0.0.1:notaport/x", "is not a database URL"),
+    ("database_url", "postgresql://u:Pw-SECRETpass@127.0.0.1:5432", "names no database"),
+    ("api_tokens", "alice:TOKalice-0123456789abcdef,bob:short", "token of 'bob' is shorter"),
 ]
+SHOWN = {
+    "alice:short": "alice:***",
+    "postgresql://u:Pw-SECRETpass@127.0.0.1:notaport/x": "postgresql://u:***@127.0.0.1:notaport/x",
+    "postgresql://u:Pw-SECRETpass@127.0.0.1:5432": "postgresql://u:***@127.0.0.1:5432",
+    "alice:TOKalice-0123456789abcdef,bob:short": "alice:***,bob:***",
+}
 
 
 @pytest.mark.parametrize(("setting", "value", "message"), BAD_SETTINGS)
@@ -177,8 +187,10 @@ def test_a_bad_setting_stops_startup_with_one_line_and_creates_nothing(
     result = run_cli("serve", "--port", str(free_port()), env=env)
 
     assert result.returncode == 2
-    assert result.stderr.startswith(f"omoi-os: error: OMOI_{setting.upper()}='{value}': ")
+    shown = SHOWN.get(value, value)
+    assert result.stderr.startswith(f"omoi-os: error: OMOI_{setting.upper()}='{shown}': ")
     assert message in result.stderr
+    assert "SECRET" not in result.stderr and "TOKalice" not in result.stderr
     assert result.stderr.count("\n") == 1
     assert result.stdout == ""
     assert not (tmp_path / "data").exists()

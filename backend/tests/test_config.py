@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from omoi_os.config import AppSettings, get_app_settings
+from omoi_os.config import AppSettings, get_app_settings, masked_database_url, shown_setting
 
 
 def test_defaults_match_the_task_card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -127,7 +127,49 @@ def test_bad_values_are_rejected_naming_the_field(
     errors = excinfo.value.errors()
     assert [error["loc"] for error in errors] == [(field,)]
     assert message in errors[0]["msg"]
-    assert str(value) in str(excinfo.value)
+    assert field in str(excinfo.value)
+    assert "input_value" not in str(excinfo.value)  # a host's traceback shows no value
+
+
+SECRET_SETTINGS = [
+    ("database_url", "postgresql://omoi_pw:Pw-1-SECRETpass@127.0.0.1:notaport/omoi", "SECRETpass"),
+    ("database_url", "postgresql+psycopg://omoi_pw:Pw-1-SECRETpass@127.0.0.1:5432", "SECRETpass"),
+    ("database_url", "mysql://u:p@ss:SECRETpass@h/db?password=SECRET2", "SECRET"),
+    ("api_tokens", "alice:TOKalice-0123456789abcdef,bob:short", "TOKalice"),
+    ("api_tokens", "alice:TOKalice-0123456789abcdef,bob", "TOKalice"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "secret"), SECRET_SETTINGS)
+def test_a_bad_secret_setting_is_named_without_its_password_or_any_token(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str, secret: str
+) -> None:
+    monkeypatch.setenv(f"OMOI_{field.upper()}", value)
+
+    with pytest.raises(ValidationError) as excinfo:
+        AppSettings()
+
+    shown = f"{excinfo.value} {excinfo.value.errors()[0]['msg']} {shown_setting(field, value)}"
+    assert field in str(excinfo.value)
+    assert secret not in shown
+    assert "***" in shown_setting(field, value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "masked"),
+    [
+        ("postgresql://u:pw@h/db", "postgresql://u:***@h/db"),
+        ("postgresql://u:p@ss@h:5432/db", "postgresql://u:***@h:5432/db"),
+        (
+            "postgresql://u@h/db?password=pw&sslmode=require",
+            "postgresql://u@h/db?password=***&sslmode=require",
+        ),
+        ("postgresql://h/db", "postgresql://h/db"),
+        ("sqlite:////data/omoi.db", "sqlite:////data/omoi.db"),
+    ],
+)
+def test_a_database_urls_password_is_masked_wherever_it_is(raw: str, masked: str) -> None:
+    assert masked_database_url(raw) == masked
 
 
 def test_building_bad_settings_creates_no_files(tmp_path: Path) -> None:

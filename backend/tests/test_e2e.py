@@ -215,6 +215,14 @@ def test_serve_without_tokens_prints_one_that_works(database_url: str, tmp_path:
     assert (with_token.status_code, without.status_code) == (200, 401)
 
 
+def test_the_access_log_shows_no_query_string_value(api: httpx.Client, server: Server) -> None:
+    """A client that puts its token in the URL does not get it written to the log."""
+    api.get("/projects", params={"token": "SECRET-in-the-url", "limit": "5"})
+
+    server.wait_for_output("/api/v1/projects?token=***&limit=***")
+    assert "SECRET-in-the-url" not in server.output()
+
+
 @pytest.mark.postgres_only
 def test_serve_refuses_an_unmigrated_postgres(tmp_path: Path) -> None:
     require_postgres()

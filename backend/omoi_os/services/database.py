@@ -178,8 +178,11 @@ def create_database_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> E
     # server dropped fails its first statement instead, which SQLAlchemy reports as a
     # disconnect and answers by replacing every pooled connection made before it.
     # LIFO hands out the most recently used connection, so idle ones can age out.
+    # Bound parameters (claim tokens, a host's memory text) stay out of every error
+    # message and log line (hide_parameters, on both engines).
     return create_engine(
         url,
+        hide_parameters=True,
         pool_use_lifo=True,
         connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, "application_name": "omoi-os"},
         **pool,
@@ -187,7 +190,12 @@ def create_database_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> E
 
 
 def _sqlite_engine(url: str, pool: dict[str, int]) -> Engine:
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **pool)
+    engine = create_engine(
+        url,
+        hide_parameters=True,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        **pool,
+    )
     event.listen(engine, "do_connect", _make_sqlite_directory)
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_immediate)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from omoi_os.clock import Clock, utc_now
 from omoi_os.config import AppSettings
 from omoi_os.engines.listener import QueueListener
+from omoi_os.failures import describe_failure
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import JobStatus
 from omoi_os.services.consolidation.job_queue import (
@@ -235,7 +236,7 @@ class ConsolidationWorker:
             return _Unfinished(lost=str(exc))
         except Exception as exc:
             logger.exception("job %d of project %s: consolidation failed", job.id, job.project_id)
-            return _Unfinished(error=f"{exc.__class__.__name__}: {exc}")
+            return _Unfinished(error=describe_failure(exc))
 
     def _end(self, job: ClaimedJob, outcome: RunResult | _Unfinished) -> None:
         """The one place a claimed job ends: what the run returned decides the job's

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from omoi_os.clock import utc_now
 from omoi_os.config import AppSettings
+from omoi_os.failures import MAX_FAILURE_LENGTH
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.models import (
     ConsolidationJob,
@@ -344,6 +345,33 @@ def test_a_failing_job_is_retried_then_failed_and_the_cooldown_holds(
     assert write_memories(memories, project.id, 1, OUTBOX) == [None]
     clock.advance(timedelta(seconds=1))
     assert write_memories(memories, project.id, 1, OUTBOX)[0] is not None
+
+
+def test_a_job_failed_by_the_database_records_its_message_without_sql_or_parameters(
+    db: DatabaseService, factories: Factories, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(db)
+    queue = TaskQueueService(clock=clock, max_attempts=1)
+    triggers = ConsolidationTriggerService(db, settings=settings, task_queue=queue, clock=clock)
+    worker = _worker(db, settings, queue=queue, clock=clock)
+    project = factories.project()
+
+    def broken(*_: Any, **__: Any) -> Any:
+        with db.read() as session:
+            session.execute(
+                text("SELECT * FROM no_such_table WHERE token = :token"),
+                {"token": "SECRET-claim-token"},
+            )
+
+    monkeypatch.setattr(ConsolidationRunner, "run", broken)
+    job_id = triggers.trigger_consolidation_sync(project.id)
+    assert worker.run_once() is True
+
+    job = stored_job(db, job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and "no_such_table" in job.error
+    assert "SELECT" not in job.error and "SECRET" not in job.error
+    assert len(job.error) <= MAX_FAILURE_LENGTH
 
 
 def test_an_overrunning_job_times_out_and_a_later_job_finishes_the_rest(
