@@ -41,6 +41,11 @@ app = typer.Typer(
 )
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# How often `omoi-os worker` reads the database's clock (the scheduler's pass does it
+# in `serve`).
+CLOCK_READING_INTERVAL_S = 30.0
+
+logger = logging.getLogger(__name__)
 
 
 @app.callback()
@@ -110,16 +115,21 @@ def opened_runtime() -> Iterator[ConsolidationRuntime]:
 
 
 @contextmanager
-def checked_runtime(settings: AppSettings) -> Iterator[ConsolidationRuntime]:
+def checked_runtime(
+    settings: AppSettings, *, read_clock: bool = True
+) -> Iterator[ConsolidationRuntime]:
     """The runtime on the configured database, checked to be reachable and migrated,
-    and closed (`runtime.close()`) however the command ends: the one way a command
-    lets go of its runtime."""
+    its clock set to the database's (unless not `read_clock`), and closed
+    (`runtime.close()`) however the command ends: the one way a command lets go of its
+    runtime."""
     from omoi_os.runtime import ConsolidationRuntime  # FastAPI and the rest: not for --help
 
     runtime = ConsolidationRuntime(settings)
     try:
         with database_errors_in_one_line():
             migrations.ensure_current(runtime.db.engine)
+            if read_clock:
+                runtime.synchronize_clock()
         yield runtime
     finally:
         runtime.close()
@@ -151,7 +161,7 @@ def serve(
     if _is_sqlite(settings):
         with database_errors_in_one_line():
             migrations.upgrade(settings.database_url, schema=settings.database_schema)
-    with checked_runtime(settings):
+    with checked_runtime(settings, read_clock=False):
         pass  # the app builds its own; this one only checks the database, before a bind
     _configure_logging(log_level)  # only now: see _configure_logging
     # Bound before anything starts: a port in use ends here, with no scheduler or
@@ -219,10 +229,18 @@ def worker(
         typer.echo(
             f"worker {runtime.worker.worker_id} running; SIGTERM or Ctrl-C stops it", err=True
         )
-        stop.wait()
+        while not stop.wait(CLOCK_READING_INTERVAL_S):
+            _read_clock(runtime)  # no scheduler here: its periodic pass does not run
         runtime.worker.stop()  # the worker's own grace for its batch, longer than close()'s
         if metrics_server is not None:
             metrics_server.shutdown()
+
+
+def _read_clock(runtime: ConsolidationRuntime) -> None:
+    try:
+        runtime.synchronize_clock()
+    except OperationalError as exc:  # the worker's own loop says the database is down
+        logger.debug("database clock not read: %s", exc.orig)
 
 
 def _serve_worker_metrics(

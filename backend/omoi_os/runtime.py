@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ from omoi_os.services.consolidation.sweeper import Sweeper
 from omoi_os.services.consolidation.trigger_service import ConsolidationTriggerService
 from omoi_os.services.consolidation.worker import ConsolidationWorker
 from omoi_os.services.database import DatabaseService, sync_twin_of
+from omoi_os.services.database_clock import DatabaseClock
 from omoi_os.services.gauges import DatabaseGauges
 from omoi_os.services.health import HealthCheck
 from omoi_os.services.memory import MemoryService
@@ -54,15 +55,19 @@ class ConsolidationRuntime:
         settings: AppSettings | None = None,
         *,
         engine: Engine | AsyncEngine | None = None,
-        clock: Clock = utc_now,
+        clock: Clock | None = None,
     ) -> None:
         """`settings` default to the `OMOI_*` environment. `engine` is the host's: a
         SQLAlchemy `Engine` is shared (its pool, its disposal), instead of one opened
         from `settings.database_url`; with an `AsyncEngine` our threads get a pool of
         their own on its database (services.database.sync_twin_of says why), and the
-        host's `AsyncSession` is what `memories.add` writes in."""
+        host's `AsyncSession` is what `memories.add` writes in. `clock` defaults to the
+        database's (DatabaseClock): every replica decides leases, time-outs, cooldowns
+        and ticks on the same time."""
         self.settings = settings if settings is not None else AppSettings()
         self.db = _database(engine, self.settings)
+        self.database_clock = DatabaseClock(self.db) if clock is None else None
+        clock = clock or self.database_clock or utc_now
         self.metrics = ConsolidationMetrics()
         self.queue = TaskQueueService(
             clock=clock, lease=timedelta(seconds=self.settings.worker_lease_seconds)
@@ -77,7 +82,7 @@ class ConsolidationRuntime:
             metrics=metrics,
             clock=clock,
             # Retention after the sweeper: a dead task goes only once its job has ended.
-            periodic=[self.sweeper.sweep, self.retention.purge_if_due],
+            periodic=[*self._clock_steps(), self.sweeper.sweep, self.retention.purge_if_due],
         )
         self.worker = ConsolidationWorker(
             self.db, settings=settings, queue=self.queue, metrics=metrics, clock=clock
@@ -86,9 +91,21 @@ class ConsolidationRuntime:
         self.schedule = ScheduleService(self.db, clock=clock)
         self.memories = MemoryService(self.db, self.triggers, clock=clock)
         self.jobs = JobService(self.db, queue=self.queue, clock=clock)
-        self.health = HealthCheck(self.db, self.queue, settings=settings, clock=clock)
+        self.health = HealthCheck(
+            self.db, self.queue, settings=settings, clock=clock, database_clock=self.database_clock
+        )
         self.metrics.watch(DatabaseGauges(self.db, self.queue, clock=clock))
         self._lifecycle = threading.Lock()
+
+    def synchronize_clock(self) -> None:
+        """Read the database's time (start() does, and the periodic pass every 30 s);
+        a short-lived caller that never starts the runtime calls it once. Nothing to do
+        with an injected clock."""
+        if self.database_clock is not None:
+            self.database_clock.synchronize()
+
+    def _clock_steps(self) -> list[Callable[[], None]]:
+        return [] if self.database_clock is None else [self.database_clock.synchronize]
 
     @property
     def running(self) -> bool:
@@ -100,6 +117,7 @@ class ConsolidationRuntime:
         start the scheduler and, if `worker_enabled`, the worker. Idempotent."""
         with self._lifecycle:
             migrations.ensure_current(self.db.engine)
+            self.synchronize_clock()
             self.triggers.start()
             if self.settings.worker_enabled:
                 self.worker.start()

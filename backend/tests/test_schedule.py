@@ -209,14 +209,46 @@ def test_a_tick_instant_is_its_own_latest_tick() -> None:
     assert schedule.next_tick(tick) == tick + timedelta(days=1)
 
 
-def test_scheduler_trigger_fires_on_the_schedules_ticks() -> None:
-    trigger = CronScheduleTrigger(CronSchedule.parse("0 2 * * *", "Europe/Berlin"))
-    exactly_on_tick = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)  # 02:00 CEST
-
-    assert trigger.get_next_fire_time(None, exactly_on_tick) == exactly_on_tick
-    assert trigger.get_next_fire_time(exactly_on_tick, exactly_on_tick) == datetime(
-        2026, 6, 2, 0, 0, tzinfo=UTC
+def _trigger_at(shared_now: datetime) -> CronScheduleTrigger:
+    """A trigger whose shared (database) clock stands at `shared_now`."""
+    return CronScheduleTrigger(
+        CronSchedule.parse("0 2 * * *", "Europe/Berlin"), clock=lambda: shared_now
     )
+
+
+TICK = datetime(2026, 6, 1, 0, 0, tzinfo=UTC)  # 02:00 CEST
+NEXT_TICK = datetime(2026, 6, 2, 0, 0, tzinfo=UTC)
+
+
+def test_scheduler_trigger_fires_on_the_schedules_ticks() -> None:
+    before = TICK - timedelta(seconds=10)
+
+    assert _trigger_at(before).get_next_fire_time(None, before) == TICK
+    just_after = TICK + timedelta(milliseconds=5)
+    assert _trigger_at(just_after).get_next_fire_time(TICK, just_after) == NEXT_TICK
+
+
+@pytest.mark.parametrize("local_offset", [timedelta(seconds=-90), timedelta(seconds=90)])
+def test_scheduler_trigger_waits_for_the_tick_by_the_shared_clock(
+    local_offset: timedelta,
+) -> None:
+    """This machine's clock 90 s off the database's: the timer is set for the tick's
+    instant by the database's clock, translated into this machine's."""
+    shared_now = TICK - timedelta(minutes=5)
+    local_now = shared_now + local_offset
+
+    fire_at = _trigger_at(shared_now).get_next_fire_time(None, local_now)
+
+    assert fire_at == TICK + local_offset
+
+
+def test_scheduler_trigger_fired_early_waits_again_for_the_same_tick() -> None:
+    early = TICK - timedelta(seconds=3)  # the clocks moved apart after the timer was set
+
+    assert _trigger_at(early).get_next_fire_time(TICK, early) == TICK
+    # A call a moment before the instant already stands for the tick (TICK_TOLERANCE).
+    almost = TICK - timedelta(milliseconds=200)
+    assert _trigger_at(almost).get_next_fire_time(TICK, almost) == NEXT_TICK
 
 
 @pytest.mark.parametrize(

@@ -370,6 +370,19 @@ class HealthOut(BaseModel):
         description="Seconds the oldest claimable consolidation task has waited for a "
         "worker (0 when none waits); null when the database did not answer",
     )
+    clock: str = Field(
+        default="ok",
+        examples=["ok"],
+        description='"skewed" when this machine\'s clock is more than 5 s off the '
+        "database's. Leases, time-outs, cooldowns and ticks follow the database's clock "
+        "either way, so it never makes the answer 503",
+    )
+    clock_skew_seconds: float | None = Field(
+        default=None,
+        examples=[0.002],
+        description="The database's time minus this machine's, at the last reading; null "
+        "where the database's clock is this machine's (SQLite)",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -76,6 +76,11 @@ class DatabaseEngine(ABC):
         write whose parts are one statement's CTEs); `read_only` never takes a write
         lock."""
 
+    @abstractmethod
+    def read_clock(self, connection: Connection) -> datetime | None:
+        """The database server's current time (UTC), or None where the database runs
+        in this process and its clock is this machine's."""
+
     # --- the queue ---------------------------------------------------------------------
 
     @abstractmethod

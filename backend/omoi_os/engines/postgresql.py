@@ -64,6 +64,11 @@ class PostgresEngine(DatabaseEngine):
         with db.autocommit_engine.connect() as connection:
             yield connection
 
+    def read_clock(self, connection: Connection) -> datetime | None:
+        # clock_timestamp(), not now(): now() is the transaction's start.
+        now: datetime = connection.execute(select(func.clock_timestamp())).scalar_one()
+        return now
+
     def enqueue(self, session: Session, rows: list[dict[str, Any]]) -> int:
         first = rows[0]
         parameters = {

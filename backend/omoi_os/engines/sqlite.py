@@ -46,6 +46,9 @@ class SQLiteEngine(DatabaseEngine):
             with connection.begin():
                 yield connection
 
+    def read_clock(self, connection: Connection) -> datetime | None:
+        return None  # in process: its 'now' is this machine's clock
+
     def enqueue(self, session: Session, rows: list[dict[str, Any]]) -> int:
         return sum(execute_counting(session, _enqueue_one(), row) for row in rows)
 

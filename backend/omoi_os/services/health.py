@@ -17,6 +17,7 @@ from omoi_os.clock import Clock
 from omoi_os.config import AppSettings
 from omoi_os.services.awaitable import awaitable
 from omoi_os.services.database import DatabaseService
+from omoi_os.services.database_clock import DatabaseClock
 from omoi_os.services.gauges import queue_wait_seconds
 from omoi_os.services.task_queue import TaskQueueService
 
@@ -30,6 +31,9 @@ class HealthReport:
     # None when the database did not answer.
     oldest_claimable_seconds: float | None
     queue_wait_limit: int
+    # The database's time minus this machine's (None where they are one clock).
+    clock_skew_seconds: float | None = None
+    clock_skewed: bool = False
 
     @property
     def healthy(self) -> bool:
@@ -48,22 +52,32 @@ class HealthCheck:
     waits behind the writer)."""
 
     def __init__(
-        self, db: DatabaseService, queue: TaskQueueService, *, settings: AppSettings, clock: Clock
+        self,
+        db: DatabaseService,
+        queue: TaskQueueService,
+        *,
+        settings: AppSettings,
+        clock: Clock,
+        database_clock: DatabaseClock | None = None,
     ) -> None:
         self._db = db
         self._queue = queue
         self._settings = settings
         self._clock = clock
+        self._database_clock = database_clock
 
     def check_sync(self, *, scheduler_running: bool) -> HealthReport:
         """What /healthz reports (never raises: a database that does not answer is
         reported as such)."""
         waited = self._oldest_claimable_seconds()
+        skew = None if self._database_clock is None else self._database_clock.skew
         return HealthReport(
             database_ok=waited is not None,
             scheduler_running=scheduler_running,
             oldest_claimable_seconds=waited,
             queue_wait_limit=self._settings.health_queue_wait_limit,
+            clock_skew_seconds=None if skew is None else skew.total_seconds(),
+            clock_skewed=self._database_clock is not None and self._database_clock.skewed,
         )
 
     def _oldest_claimable_seconds(self) -> float | None:

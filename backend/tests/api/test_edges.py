@@ -152,4 +152,6 @@ def test_health_never_waits_behind_sqlite_s_writer(
         "scheduler": "running",
         "queue": "ok",
         "oldest_claimable_seconds": 0.0,
+        "clock": "ok",
+        "clock_skew_seconds": None,
     }

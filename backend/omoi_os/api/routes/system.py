@@ -100,9 +100,15 @@ def health(runtime: Runtime) -> JSONResponse:
         database="ok" if report.database_ok else "unavailable",
         scheduler="running" if report.scheduler_running else "stopped",
         queue=_queue_state(report),
-        oldest_claimable_seconds=None if waited is None else round(waited, 3),
+        oldest_claimable_seconds=_rounded(waited),
+        clock="skewed" if report.clock_skewed else "ok",
+        clock_skew_seconds=_rounded(report.clock_skew_seconds),
     )
     return JSONResponse(body.model_dump(), status_code=200 if report.healthy else 503)
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def _queue_state(report: HealthReport) -> str:

@@ -97,6 +97,12 @@ def due_tick(schedule: CronSchedule, now: datetime) -> datetime | None:
     return schedule.latest_tick(now + TICK_TOLERANCE)
 
 
+def next_timer_tick(schedule: CronSchedule, now: datetime) -> datetime | None:
+    """The tick a timer set at `now` waits for: the first one not yet due (due_tick).
+    A timer that fired early is set again for the same tick."""
+    return schedule.next_tick(now + TICK_TOLERANCE)
+
+
 class CatchUp(StrEnum):
     RUN = "run"  # the latest tick has not run and is recent enough: run it once now
     TOO_OLD = "too_old"  # missed, and older than the grace: skip it (and say so)

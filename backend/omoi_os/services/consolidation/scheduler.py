@@ -30,7 +30,9 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.exc import OperationalError
 
+from omoi_os.clock import Clock, utc_now
 from omoi_os.schedule import CronSchedule
+from omoi_os.services.consolidation.decisions import next_timer_tick
 from omoi_os.services.threads import InFlight
 
 logger = logging.getLogger(__name__)
@@ -71,19 +73,23 @@ class _OwnLoggerExecutor(ThreadPoolExecutor):  # type: ignore[misc]
 
 
 class CronScheduleTrigger(BaseTrigger):  # type: ignore[misc]
-    """An APScheduler trigger that fires on a CronSchedule's ticks (APScheduler keeps
-    the timing; the schedule decides the instants, as cron(8) reads them)."""
+    """An APScheduler trigger that fires on a CronSchedule's ticks by `clock` (the
+    database's, which every replica shares). APScheduler waits on this machine's clock,
+    so each tick's instant is translated into it when the timer is set; a timer that
+    fires early by the shared clock (the two moved apart meanwhile) is set again for
+    the same tick, and one that fires late runs the tick it was set for."""
 
-    def __init__(self, schedule: CronSchedule) -> None:
+    def __init__(self, schedule: CronSchedule, clock: Clock = utc_now) -> None:
         self.schedule = schedule
+        self._clock = clock
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
-        if previous_fire_time is not None:
-            return self.schedule.next_tick(previous_fire_time)
-        # The first fire time may be `now` itself if a tick falls exactly on it.
-        return self.schedule.next_tick(now - timedelta(microseconds=1))
+        # Stateless on purpose: APScheduler asks twice after each run.
+        shared_now = self._clock()
+        tick = next_timer_tick(self.schedule, shared_now)
+        return None if tick is None else tick - (shared_now - now)
 
     def __str__(self) -> str:
         return f"crontab[{self.schedule}]"
@@ -101,8 +107,10 @@ class ConsolidationScheduler:
         in_flight: InFlight,
         interval: timedelta = DEFAULT_INTERVAL,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        clock: Clock = utc_now,
     ) -> None:
         self.schedule = schedule
+        self._clock = clock
         self._on_tick = on_tick
         self._periodic = tuple(periodic)
         self._in_flight = in_flight
@@ -127,7 +135,7 @@ class ConsolidationScheduler:
         )
         scheduler.add_job(
             self._guarded(self._on_tick, "tick"),
-            CronScheduleTrigger(self.schedule),
+            CronScheduleTrigger(self.schedule, self._clock),
             id=TICK_JOB_ID,
             name="consolidation: scheduled tick",
             coalesce=True,  # several missed run times → one call
@@ -149,7 +157,7 @@ class ConsolidationScheduler:
         logger.info(
             "consolidation scheduler started: schedule %s, next tick %s",
             self.schedule,
-            self.schedule.next_tick(datetime.now(UTC)),
+            self.schedule.next_tick(self._clock()),
             extra={"action": "scheduler_started", "schedule": str(self.schedule)},
         )
 

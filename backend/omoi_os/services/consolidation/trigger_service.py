@@ -90,6 +90,7 @@ class ConsolidationTriggerService:
             in_flight=in_flight,
             interval=periodic_interval,
             stop_timeout=stop_timeout,
+            clock=clock,
         )
 
     # --- lifecycle ------------------------------------------------------------------

@@ -13,7 +13,7 @@ from omoi_os.config import AppSettings
 from omoi_os.models import ConsolidationJob, SchedulePause
 from omoi_os.runtime import ConsolidationRuntime
 from omoi_os.store.jobs import CONSOLIDATION_TASK
-from tests.support.api import AUTH, BOB, create, create_project
+from tests.support.api import AUTH, BOB, create, create_project, health_without_skew
 from tests.support.clocks import FakeClock
 from tests.support.factories import T0, Factories
 
@@ -61,7 +61,7 @@ def test_schedule_gives_the_next_run_in_local_time_too(settings: AppSettings) ->
 def test_health_answers_ok_while_database_and_scheduler_run(client: TestClient) -> None:
     response = client.get("/healthz")
 
-    assert (response.status_code, response.json()) == (
+    assert (response.status_code, health_without_skew(response)) == (
         200,
         {
             "status": "ok",
@@ -69,6 +69,7 @@ def test_health_answers_ok_while_database_and_scheduler_run(client: TestClient) 
             "scheduler": "running",
             "queue": "ok",
             "oldest_claimable_seconds": 0.0,
+            "clock": "ok",
         },
     )
 
@@ -78,7 +79,7 @@ def test_health_answers_503_when_the_scheduler_is_stopped(client: TestClient) ->
 
     response = client.get("/healthz")
 
-    assert (response.status_code, response.json()) == (
+    assert (response.status_code, health_without_skew(response)) == (
         503,
         {
             "status": "unavailable",
@@ -86,6 +87,7 @@ def test_health_answers_503_when_the_scheduler_is_stopped(client: TestClient) ->
             "scheduler": "stopped",
             "queue": "ok",
             "oldest_claimable_seconds": 0.0,
+            "clock": "ok",
         },
     )
 
@@ -109,7 +111,14 @@ def test_health_flags_a_queue_no_worker_takes_and_still_answers_200(
         clock.advance(timedelta(seconds=1))
         past_it = client.get("/healthz")
 
-    expected = {"status": "ok", "database": "ok", "scheduler": "running"}
+    # An injected clock is the database's time as the test says: no skew to read.
+    expected = {
+        "status": "ok",
+        "database": "ok",
+        "scheduler": "running",
+        "clock": "ok",
+        "clock_skew_seconds": None,
+    }
     assert (at_the_limit.status_code, at_the_limit.json()) == (
         200,
         expected | {"queue": "ok", "oldest_claimable_seconds": 300.0},
