@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 
 from omoi_os import migrations
-from omoi_os.clock import Clock, utc_now
+from omoi_os.clock import Clock
 from omoi_os.config import AppSettings
 from omoi_os.metrics import ConsolidationMetrics
 from omoi_os.services.consolidation.job_service import JobService
@@ -66,8 +66,9 @@ class ConsolidationRuntime:
         and ticks on the same time."""
         self.settings = settings if settings is not None else AppSettings()
         self.db = _database(engine, self.settings)
-        self.database_clock = DatabaseClock(self.db) if clock is None else None
-        clock = clock or self.database_clock or utc_now
+        self.database_clock: DatabaseClock | None = None
+        if clock is None:
+            clock = self.database_clock = DatabaseClock(self.db)
         self.metrics = ConsolidationMetrics()
         self.queue = TaskQueueService(
             clock=clock, lease=timedelta(seconds=self.settings.worker_lease_seconds)
@@ -82,7 +83,7 @@ class ConsolidationRuntime:
             metrics=metrics,
             clock=clock,
             # Retention after the sweeper: a dead task goes only once its job has ended.
-            periodic=[*self._clock_steps(), self.sweeper.sweep, self.retention.purge_if_due],
+            periodic=[self.synchronize_clock, self.sweeper.sweep, self.retention.purge_if_due],
         )
         self.worker = ConsolidationWorker(
             self.db, settings=settings, queue=self.queue, metrics=metrics, clock=clock
@@ -103,9 +104,6 @@ class ConsolidationRuntime:
         with an injected clock."""
         if self.database_clock is not None:
             self.database_clock.synchronize()
-
-    def _clock_steps(self) -> list[Callable[[], None]]:
-        return [] if self.database_clock is None else [self.database_clock.synchronize]
 
     @property
     def running(self) -> bool:

@@ -19,7 +19,6 @@ clock. Tests inject a fake `Clock` instead, and it drives the same decisions.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,7 +56,6 @@ class DatabaseClock:
         self._wall = wall
         self._monotonic = monotonic
         self._reading: _Reading | None = None
-        self._lock = threading.Lock()
         self._warned = False
 
     def __call__(self) -> datetime:
@@ -84,12 +82,15 @@ class DatabaseClock:
     def synchronize(self) -> None:
         """Read the database's time (raises if the database does not answer; the last
         reading is kept then). On SQLite there is nothing to read."""
-        samples = [self._sample() for _ in range(SAMPLES_PER_READING)]
-        readings = [sample for sample in samples if sample is not None]
-        if not readings:
+        first = self._sample()
+        if first is None:
             return
-        with self._lock:
-            self._reading = min(readings, key=lambda reading: reading.round_trip)
+        readings = [first, *(self._sample() for _ in range(SAMPLES_PER_READING - 1))]
+        # One reference replaced whole: readers on other threads see the old or the new.
+        self._reading = min(
+            (reading for reading in readings if reading is not None),
+            key=lambda reading: reading.round_trip,
+        )
         self._report_skew()
 
     def _sample(self) -> _Reading | None:
